@@ -1,0 +1,1 @@
+"""The FastAPI model server: settings, routes, schemas, batching, inference backends, metrics."""

@@ -1,0 +1,1 @@
+"""Networks built from plstm_core: PLSTMVision, PLSTMGraph, baselines, registry, checkpoints."""

@@ -1,0 +1,1 @@
+"""The ``plstm`` console command."""

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/setup.sh), then runs the linter and the whole test suite.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -n "${PLSTM_TEST_WORKERS:-2}" "$@"

@@ -1,0 +1,1 @@
+"""Datasets, training loop, metrics export and experiments; writes checkpoints for models/."""
