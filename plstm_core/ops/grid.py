@@ -120,7 +120,7 @@ def _parallel(q, k, v, source, transition, mark, direct):
 def _recurrent(q, k, v, source, transition, mark, direct):
     """Paper eq. 5-6 node by node, vectorised over each anti-diagonal (X+Y−1 steps).
     Time O(B·H·N·K·V), memory O(B·H·N·K·V) (cell states kept for autograd)."""
-    B, H, X, Y, K = q.shape
+    B, H, X, Y, _ = q.shape
     V = v.shape[-1]
     P = B * H
     flat = lambda t: t.reshape(P, X, Y, *t.shape[4:])  # noqa: E731
@@ -140,7 +140,7 @@ def _chunkwise(q, k, v, source, transition, mark, direct, chunk_size: int):
     """Paper A.7: blocks of c×c nodes built in parallel (A.4) with their own gating matrix,
     cell states carried across block borders by the anti-diagonal recurrence.
     Time O(B·H·N·(c²·(K+V) + c·K·V)), memory O(B·H·N·(c² + K·V/c)) — linear in N."""
-    B, H, X, Y, K = q.shape
+    B, H, X, Y, _ = q.shape
     V = v.shape[-1]
     P = B * H
     cx, cy = min(chunk_size, _next_pow2(X)), min(chunk_size, _next_pow2(Y))
