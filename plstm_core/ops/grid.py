@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from plstm_core.ops.contraction import gated_linear_attention
 from plstm_core.ops.grid_blocks import build_blocks
+from plstm_core.ops.grid_columns import column_gating_matrix
 from plstm_core.ops.grid_scan import scan_block_grid
 from plstm_core.ops.validation import (
     check_chunk_size,
@@ -66,23 +67,23 @@ def _pad_gates(source, transition, mark, X2: int, Y2: int):
 def _gating(source, transition, mark, direct) -> torch.Tensor:
     """G ``[B,H,N,N]`` from gates already in the compute dtype (see grid_gating_matrix)."""
     B, H, X, Y = direct.shape
-    X2, Y2 = _next_pow2(X), _next_pow2(Y)
-    s, t, m = _pad_gates(source, transition, mark, X2, Y2)
-    G = build_blocks(s, t, m, X2, Y2, boundary=False).G  # [P,1,1,X2,Y2,X2,Y2]
-    G = G[:, 0, 0, :X, :Y, :X, :Y].reshape(B, H, X * Y, X * Y)
-    return G + torch.diag_embed(direct.reshape(B, H, X * Y))
+    N = X * Y
+    s, t, m = _pad_gates(source, transition, mark, _next_pow2(X), Y)
+    G = column_gating_matrix(s, t, m)[:, :N, :N].reshape(B, H, N, N)
+    return G + torch.diag_embed(direct.reshape(B, H, N))
 
 
 def grid_gating_matrix(
     source: torch.Tensor, transition: torch.Tensor, mark: torch.Tensor, direct: torch.Tensor
 ) -> torch.Tensor:
-    """The gating matrix G of paper eq. 7 for one grid orientation, by hierarchical merging
-    (paper A.4): G[n', n] = Σ over all paths n'→n of source·Π transition·mark, direct on the
-    diagonal. Nodes in x-major order (n = x·Y + y); indexed (source node n', target node n).
+    """The gating matrix G of paper eq. 7 for one grid orientation: G[n', n] = Σ over all
+    paths n'→n of source·Π transition·mark, direct on the diagonal. Nodes in x-major order
+    (n = x·Y + y); indexed (source node n', target node n). Built hierarchically (paper A.4)
+    over columns resolved in closed form (see ``grid_columns``).
 
     Gates as in :func:`plstm_2d`; returns ``[B,H,X·Y,X·Y]`` in float32 (float64 for float64
-    inputs). The grid is padded to powers of two per axis, X2×Y2.
-    Cost: O(B·H·N2²·√N2) time, O(B·H·N2²) memory with N2 = X2·Y2.
+    inputs). Cost: O(B·H·N2²·Y) time, O(B·H·N2²) memory with N2 = X2·Y, X2 the next power
+    of two ≥ X.
     """
     _check_gates(source, transition, mark, direct)
     check_same_device({"source": source, "transition": transition, "mark": mark, "direct": direct})
@@ -108,7 +109,7 @@ def _from_blocks(t: torch.Tensor, cx: int, cy: int) -> torch.Tensor:
 
 def _parallel(q, k, v, source, transition, mark, direct):
     """Paper eq. 7 with G from the hierarchical construction (A.4), then one contraction.
-    Time O(B·H·(N2²·√N2 + N²·(K+V))), memory O(B·H·N2²)."""
+    Time O(B·H·(N2²·Y + N²·(K+V))), memory O(B·H·N2²), N2 = X2·Y."""
     B, H, X, Y, K = q.shape
     G = _gating(source, transition, mark, direct)
     h = gated_linear_attention(
@@ -190,7 +191,7 @@ def plstm_2d(
 
     method:
       - ``"parallel"``: gating matrix in log depth (paper A.4) + one masked contraction;
-        O(B·H·N2²) memory with N2 the grid padded to powers of two per axis.
+        O(B·H·N2²) memory with N2 = X2·Y, X padded to the next power of two X2.
       - ``"recurrent"``: anti-diagonal recurrence; O(B·H·N·K·V) memory.
       - ``"chunkwise"``: parallel inside ``chunk_size``² blocks (a power of two), recurrent
         across them (paper A.7); memory linear in N.

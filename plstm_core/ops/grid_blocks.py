@@ -27,9 +27,9 @@ import torch
 class GridBlocks:
     """The generalised S / T / M / G of a grid of equal blocks (shapes in the module docstring)."""
 
-    S: torch.Tensor | None
-    T: torch.Tensor | None
-    M: torch.Tensor | None
+    S: torch.Tensor
+    T: torch.Tensor
+    M: torch.Tensor
     G: torch.Tensor
     bx: int
     by: int
@@ -57,9 +57,8 @@ def _pair(t: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     return t.select(axis + 1, 0), t.select(axis + 1, 1)
 
 
-def merge_x(blocks: GridBlocks, boundary: bool = True) -> GridBlocks:
-    """Merge blocks 2i and 2i+1 along x: bx×by → 2bx×by. ``boundary=False`` skips S, T, M
-    (only G is needed at the top level of the fully parallel form).
+def merge_x(blocks: GridBlocks) -> GridBlocks:
+    """Merge blocks 2i and 2i+1 along x: bx×by → 2bx×by.
 
     Internal edges: A's right side feeds B's left side. Cost per merged pair:
     O(bx·by·by·(bx+by)) for S, O((bx+by)²·by) for T and M, O((bx·by)²·by) for G.
@@ -77,9 +76,6 @@ def merge_x(blocks: GridBlocks, boundary: bool = True) -> GridBlocks:
         [torch.cat([G_A, cross], dim=-2), torch.cat([torch.zeros_like(G_B), G_B], dim=-2)],
         dim=-4,
     )
-    if not boundary:
-        return GridBlocks(None, None, None, G, 2 * bx, by)
-
     T_B_left, T_B_top = T_B[..., :a, :], T_B[..., a:, :]
     through = torch.einsum("...xyi,...io->...xyo", S_A_right, T_B_left)
     zeros_b = S_B.new_zeros(*S_B.shape[:-1], b)
@@ -110,7 +106,7 @@ def merge_x(blocks: GridBlocks, boundary: bool = True) -> GridBlocks:
     return GridBlocks(S, T, M, G, 2 * bx, by)
 
 
-def merge_y(blocks: GridBlocks, boundary: bool = True) -> GridBlocks:
+def merge_y(blocks: GridBlocks) -> GridBlocks:
     """Merge blocks 2j and 2j+1 along y: bx×by → bx×2by (see :func:`merge_x`).
 
     Internal edges: A's bottom side feeds B's top side. New incoming edges are ordered
@@ -129,9 +125,6 @@ def merge_y(blocks: GridBlocks, boundary: bool = True) -> GridBlocks:
         [torch.cat([G_A, cross], dim=-1), torch.cat([torch.zeros_like(G_B), G_B], dim=-1)],
         dim=-3,
     )
-    if not boundary:
-        return GridBlocks(None, None, None, G, bx, 2 * by)
-
     T_B_top = T_B[..., a:, :]
     through = torch.einsum("...xyi,...io->...xyo", S_A_bottom, T_B_top)
     S = torch.cat(
@@ -160,25 +153,18 @@ def build_blocks(
     mark: torch.Tensor,
     bx: int,
     by: int,
-    boundary: bool = True,
 ) -> GridBlocks:
     """Blocks of bx×by nodes (powers of two dividing X and Y) from per-node gates
     (shapes as in :func:`leaf_blocks`), merging along x and y alternately so that blocks stay
-    near-square (fewest boundary edges). ``boundary=False`` drops S, T, M in the last merge.
+    near-square (fewest boundary edges).
 
     Cost: O(log bx + log by) merges; total time O(N·(bx·by)·max(bx,by)) and memory
     O(N·bx·by) per P, dominated by the last merge's gating matrix.
     """
     blocks = leaf_blocks(source, transition, mark)
-    steps = []
-    cx, cy = 1, 1
-    while cx < bx or cy < by:
-        if cx < bx and (cx <= cy or cy >= by):
-            steps.append(merge_x)
-            cx *= 2
+    while blocks.bx < bx or blocks.by < by:
+        if blocks.bx < bx and (blocks.bx <= blocks.by or blocks.by >= by):
+            blocks = merge_x(blocks)
         else:
-            steps.append(merge_y)
-            cy *= 2
-    for i, merge in enumerate(steps):
-        blocks = merge(blocks, boundary=boundary or i < len(steps) - 1)
+            blocks = merge_y(blocks)
     return blocks
