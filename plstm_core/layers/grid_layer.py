@@ -45,6 +45,31 @@ def _flip_dims(flip_x: bool, flip_y: bool, x_dim: int, y_dim: int) -> list[int]:
     return [d for d, f in ((x_dim, flip_x), (y_dim, flip_y)) if f]
 
 
+def _orient(t: torch.Tensor, per_orientation: bool = False) -> torch.Tensor:
+    """Stack the four DAG covers of a grid tensor into the batch axis.
+
+    t ``[B,H,X,Y,...]`` (the same tensor for every orientation) or, with
+    ``per_orientation``, ``[O,B,H,X,Y,...]`` → ``[O·B,H,X,Y,...]``, orientation o flipped
+    by ``ORIENTATION_FLIPS[o]``.
+    """
+    parts = []
+    for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
+        part = t[o] if per_orientation else t
+        dims = _flip_dims(fx, fy, 2, 3)
+        parts.append(part.flip(dims) if dims else part)
+    return torch.cat(parts, dim=0)
+
+
+def _unorient(t: torch.Tensor, *axes: tuple[int, int]) -> torch.Tensor:
+    """Flip each orientation of ``t [O,...]`` back (on every (x, y) axis pair) and sum."""
+    total = None
+    for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
+        dims = [d - 1 for x_dim, y_dim in axes for d in _flip_dims(fx, fy, x_dim, y_dim)]
+        part = t[o].flip(dims) if dims else t[o]
+        total = part if total is None else total + part
+    return total
+
+
 class PLSTMGridLayer(nn.Module):
     """pLSTM over a 2D grid in all four orientations, followed by multi-head RMSNorm and an
     output projection (paper 4.3.1, A.7 "multi-directional form", B.1).
@@ -186,65 +211,43 @@ class PLSTMGridLayer(nn.Module):
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """The summed pLSTM output of the four orientations before norm and projection.
 
-        x ``[B,X,Y,D]`` → ``[B,H,X,Y,V]``.
+        x ``[B,X,Y,D]`` → ``[B,H,X,Y,V]``. The four orientations run as one batch of 4·B
+        grids (one op call), each flipped into its DAG cover and flipped back afterwards.
         """
         self._check_method()
         self._check_input(x)
+        B, X, Y, _ = x.shape
         q, k, v = self._qkv(x)
         g = self.gates(x)
-        if self.method == "fused":
-            return self._fused(q, k, v, g)
-        h = None
-        for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
-            node = _flip_dims(fx, fy, 2, 3)  # X, Y axes of [B,H,X,Y,...]
-
-            def flip(t: torch.Tensor, node: list[int] = node) -> torch.Tensor:
-                return t.flip(node) if node else t
-
-            h_o = plstm_2d(
-                flip(q),
-                flip(k),
-                flip(v),
-                flip(g["source"][o]),
-                flip(g["transition"][o]),
-                flip(g["mark"][o]),
-                flip(g["direct"][o]),
-                method=self.method,
-                chunk_size=self.chunk_size,
-            )
-            h_o = flip(h_o)
-            h = h_o if h is None else h + h_o
-        return h
-
-    def _fused(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Σ_o G_o (mapped back to the unflipped order) and one contraction (paper A.7)."""
-        B, H, X, Y, K = q.shape
-        N = X * Y
-        gating = None
-        for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
-            node = _flip_dims(fx, fy, 2, 3)
-
-            def flip(t: torch.Tensor, node: list[int] = node) -> torch.Tensor:
-                return t.flip(node) if node else t
-
-            G = grid_gating_matrix(
-                flip(g["source"][o]), flip(g["transition"][o]), flip(g["mark"][o]),
-                flip(g["direct"][o]),
-            )  # [B,H,N,N] in the flipped order
-            pair = _flip_dims(fx, fy, 2, 3) + _flip_dims(fx, fy, 4, 5)
-            if pair:
-                G = G.reshape(B, H, X, Y, X, Y).flip(pair).reshape(B, H, N, N)
-            gating = G if gating is None else gating + G
-        dtype = gating.dtype
-        h = gated_linear_attention(
-            q.reshape(B, H, N, K).to(dtype),
-            k.reshape(B, H, N, K).to(dtype),
-            v.reshape(B, H, N, -1).to(dtype),
-            gating,
+        source, transition, mark, direct = (
+            _orient(g[name], per_orientation=True)
+            for name in ("source", "transition", "mark", "direct")
         )
-        return h.reshape(B, H, X, Y, -1).to(torch.promote_types(q.dtype, v.dtype))
+        if self.method == "fused":
+            G = grid_gating_matrix(source, transition, mark, direct)  # [O·B,H,N,N], flipped
+            G = G.reshape(len(ORIENTATION_FLIPS), B, self.num_heads, X, Y, X, Y)
+            gating = _unorient(G, (3, 4), (5, 6)).reshape(B, self.num_heads, X * Y, X * Y)
+            dtype = gating.dtype
+            N, K = X * Y, self.qk_head_dim
+            h = gated_linear_attention(
+                q.reshape(B, -1, N, K).to(dtype),
+                k.reshape(B, -1, N, K).to(dtype),
+                v.reshape(B, -1, N, self.v_head_dim).to(dtype),
+                gating,
+            )
+            return h.reshape(B, -1, X, Y, self.v_head_dim).to(torch.promote_types(q.dtype, v.dtype))
+        h = plstm_2d(
+            _orient(q),
+            _orient(k),
+            _orient(v),
+            source,
+            transition,
+            mark,
+            direct,
+            method=self.method,
+            chunk_size=self.chunk_size,
+        )
+        return _unorient(h.reshape(len(ORIENTATION_FLIPS), *q.shape[:-1], -1), (3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B,X,Y,D]`` → ``[B,X,Y,D]``."""
