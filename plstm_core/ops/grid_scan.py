@@ -9,6 +9,7 @@ inter-chunk part of the chunkwise form.
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def _diagonals(nx: int, ny: int, device: torch.device) -> list[tuple[int, int, torch.Tensor]]:
@@ -19,6 +20,15 @@ def _diagonals(nx: int, ny: int, device: torch.device) -> list[tuple[int, int, t
         xs = torch.arange(lo, hi + 1, device=device)
         out.append((lo, hi, xs * ny + (d - xs)))
     return out
+
+
+def _diagonal_step(T, S, M, q, k, v, c_in):
+    """One anti-diagonal: readout of the incoming border states and the outgoing ones."""
+    h = torch.einsum("plnk,plin,plikv->plnv", q, M, c_in)
+    c_out = torch.einsum("plio,plikv->plokv", T, c_in) + torch.einsum(
+        "plno,plnk,plnv->plokv", S, k, v
+    )
+    return h, c_out
 
 
 def scan_block_grid(
@@ -40,10 +50,13 @@ def scan_block_grid(
     q · Σ_i M[i, node] · C_in[i], the contribution of everything outside its block.
 
     Cost: nx+ny−1 sequential steps; O(P·nblocks·(Ei·Eo + n·Eo)·K·V) time and
-    O(P·nblocks·Ei·K·V) memory (the border states, kept for autograd).
+    O(P·nblocks·Ei·K·V) memory (the border states, kept for autograd). For blocks of more
+    than one node each step's intermediates (n·Ei·K per block, larger than the states) are
+    recomputed in the backward pass instead of kept.
     """
     P, nx, ny, Ei, Eo = T.shape
     n, K, V = q.shape[-2], q.shape[-1], v.shape[-1]
+    recompute = n > 1 and torch.is_grad_enabled()
     flat = lambda t: t.reshape(P, nx * ny, *t.shape[3:])  # noqa: E731
     T, S, M, q, k, v = map(flat, (T, S, M, q, k, v))
     outputs, order = [], []
@@ -58,12 +71,13 @@ def scan_block_grid(
             left = padded[:, lo - prev_lo : lo - prev_lo + length, :side]
             top = padded[:, lo - prev_lo + 1 : lo - prev_lo + 1 + length, side:]
             c_in = torch.cat([left, top], dim=2)
-        k_d, v_d, S_d = k[:, idx], v[:, idx], S[:, idx]
-        outputs.append(torch.einsum("plnk,plin,plikv->plnv", q[:, idx], M[:, idx], c_in))
+        args = (T[:, idx], S[:, idx], M[:, idx], q[:, idx], k[:, idx], v[:, idx], c_in)
+        if recompute:
+            h_d, prev_out = checkpoint(_diagonal_step, *args, use_reentrant=False)
+        else:
+            h_d, prev_out = _diagonal_step(*args)
+        outputs.append(h_d)
         order.append(idx)
-        prev_out = torch.einsum("plio,plikv->plokv", T[:, idx], c_in) + torch.einsum(
-            "plno,plnk,plnv->plokv", S_d, k_d, v_d
-        )
         prev_lo = lo
     h = torch.cat(outputs, dim=1)
     inverse = torch.empty(nx * ny, dtype=torch.long, device=T.device)
