@@ -179,6 +179,42 @@ def measure(fn: Callable[[], Any], cfg: Config) -> dict[str, Any]:
     return out
 
 
+def measure_graphed(fn: Callable[[], Any], cfg: Config) -> dict[str, Any]:
+    """Capture one call of ``fn`` in a CUDA graph and time its replays with :func:`measure`.
+
+    This removes the per-kernel launch and Python overhead, as a deployed model captured
+    with CUDA graphs (``torch.compile(mode="reduce-overhead")``) runs. Ops that synchronise
+    with the host cannot be captured: status "not capturable".
+    """
+    if cfg.device.type != "cuda":
+        return {"status": "n/a"}
+    graph = None
+    try:
+        side = torch.cuda.Stream(cfg.device)
+        side.wait_stream(torch.cuda.current_stream(cfg.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(cfg.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception as exc:
+        if graph is not None:
+            graph.reset()
+        del graph
+        _free_memory(cfg.device)
+        status = "OOM" if _is_oom(exc) else "not capturable"
+        return {"status": status, "message": str(exc)[:300]}
+    out = measure(graph.replay, cfg)
+    out.pop("peak_mib", None)  # a replay allocates nothing: the graph's pool holds it all
+    out.pop("incr_mib", None)
+    graph.reset()  # give the graph's private memory pool back
+    del graph
+    _free_memory(cfg.device)
+    return out
+
+
 def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
@@ -578,10 +614,19 @@ def _fwd_and_bwd(
         h.backward(cotangent.to(h.dtype))
         _zero_grads(inputs)  # the grads count in the peak, and are gone before the next call
 
+    def fwd_bwd_static() -> None:  # for graph capture: grads land in the captured buffers
+        h = op(inputs)
+        grads = torch.autograd.grad(h, list(inputs.values()), cotangent.to(h.dtype))
+        del grads
+
     result: dict[str, Any] = {"inputs_mib": _tensor_bytes(inputs) / MIB}
     result["fwd"] = measure(fwd, cfg)
     result["fwd_bwd"] = measure(fwd_bwd, cfg)
     _zero_grads(inputs)
+    if cfg.device.type == "cuda" and result["fwd"]["status"] == "ok":
+        result["fwd_graph"] = measure_graphed(fwd, cfg)
+        if result["fwd_bwd"]["status"] == "ok":
+            result["fwd_bwd_graph"] = measure_graphed(fwd_bwd_static, cfg)
     return result
 
 
@@ -765,7 +810,7 @@ def bench_dag(cfg: Config) -> dict[str, Any]:
         for with_plan in (False, True):
             by = {r["method"]: r for r in rows if r["dtype"] == dtype and r["plan"] == with_plan}
             suffix = "_plan" if with_plan else ""
-            for part in ("fwd", "fwd_bwd"):
+            for part in ("fwd", "fwd_bwd", "fwd_graph", "fwd_bwd_graph"):
                 rec, par = _ms(by.get("recurrent"), part), _ms(by.get("parallel"), part)
                 info[f"speedup{suffix}_{part}_{dtype}"] = rec / par if rec and par else None
     return {"info": info, "rows": rows}
@@ -795,6 +840,8 @@ def _short_status(status: str) -> str:
 
 
 def _cell_ms(row: dict[str, Any], part: str) -> str:
+    if part not in row and part.endswith("_graph"):
+        return "-"
     if part not in row:
         return _short_status(row.get("status", "-"))
     m = row[part]
@@ -819,7 +866,8 @@ def _note(row: dict[str, Any]) -> str:
     notes = []
     if "fwd" not in row and row.get("status", "ok") != "ok":
         notes.append(row["status"] + (f": {row['message'][:80]}" if "message" in row else ""))
-    for part, label in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
+    parts = (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd"), ("fwd_graph", "graph fwd"))
+    for part, label in (*parts, ("fwd_bwd_graph", "graph fwd+bwd")):
         m = row.get(part)
         if m and m["status"] != "ok":
             notes.append(
@@ -892,6 +940,8 @@ def grid_table(rows: list[dict[str, Any]], cfg: Config) -> str:
                 str(r["N"]),
                 _cell_ms(r, "fwd"),
                 _cell_ms(r, "fwd_bwd"),
+                _cell_ms(r, "fwd_graph"),
+                _cell_ms(r, "fwd_bwd_graph"),
                 _cell_mem(r, "fwd"),
                 _cell_mem(r, "fwd_bwd"),
                 _note(r),
@@ -903,7 +953,18 @@ def grid_table(rows: list[dict[str, Any]], cfg: Config) -> str:
         "'raw peak / increment over the inputs'"
     )
     table = md_table(
-        ["method", "grid", "N", "fwd ms", "fwd+bwd ms", "fwd mem MiB", "fwd+bwd mem MiB", "note"],
+        [
+            "method",
+            "grid",
+            "N",
+            "fwd ms",
+            "fwd+bwd ms",
+            "fwd ms (graph)",
+            "fwd+bwd ms (graph)",
+            "fwd mem MiB",
+            "fwd+bwd mem MiB",
+            "note",
+        ],
         body,
     )
     return f"{title}\n\n{table}"
@@ -922,6 +983,8 @@ def dag_table(dag: dict[str, Any]) -> str:
                 r["dtype"],
                 _cell_ms(r, "fwd"),
                 _cell_ms(r, "fwd_bwd"),
+                _cell_ms(r, "fwd_graph"),
+                _cell_ms(r, "fwd_bwd_graph"),
                 _cell_mem(r, "fwd"),
                 _cell_mem(r, "fwd_bwd"),
                 f"{_fmt(sp_f)} / {_fmt(sp_b)}" if r["method"] == "parallel" else "",
@@ -947,6 +1010,8 @@ def dag_table(dag: dict[str, Any]) -> str:
             "dtype",
             "fwd ms",
             "fwd+bwd ms",
+            "fwd ms (graph)",
+            "fwd+bwd ms (graph)",
             "fwd mem MiB",
             "fwd+bwd mem MiB",
             "speed-up fwd / fwd+bwd",
@@ -965,11 +1030,16 @@ def targets(grid_rows: list[dict[str, Any]], dag: dict[str, Any], cfg: Config) -
     side = 14 if 14 in cfg.grids else cfg.grids[0]
     par, sdpa = _ms(by.get(("parallel", side)), "fwd"), _ms(by.get(("sdpa", side)), "fwd")
     ratio = par / sdpa if par and sdpa else None
+    par_g = _ms(by.get(("parallel", side)), "fwd_graph")
+    sdpa_g = _ms(by.get(("sdpa", side)), "fwd_graph")
     out["a"] = {
         "grid": side,
         "parallel_fwd_ms": par,
         "sdpa_fwd_ms": sdpa,
         "ratio": ratio,
+        "parallel_fwd_graph_ms": par_g,
+        "sdpa_fwd_graph_ms": sdpa_g,
+        "ratio_graph": par_g / sdpa_g if par_g and sdpa_g else None,
         "target": "ratio <= 3",
         "met": None if ratio is None else ratio <= 3.0,
     }
@@ -999,9 +1069,13 @@ def targets(grid_rows: list[dict[str, Any]], dag: dict[str, Any], cfg: Config) -
     info = dag["info"]
     c = {dt: info.get(f"speedup_fwd_bwd_{dt}") for dt in ("float32", "bfloat16")}
     c_plan = {dt: info.get(f"speedup_plan_fwd_bwd_{dt}") for dt in ("float32", "bfloat16")}
+    c_graph = {
+        dt: info.get(f"speedup_plan_fwd_bwd_graph_{dt}") for dt in ("float32", "bfloat16")
+    }
     out["c"] = {
         "speedup_fwd_bwd": c,
         "speedup_fwd_bwd_with_plan": c_plan,
+        "speedup_fwd_bwd_with_plan_graph": c_graph,
         "target": "speed-up >= 10 (fwd+bwd, plain calls)",
         "met": None if None in c.values() else all(v >= 10.0 for v in c.values()),  # type: ignore[operator]
     }
@@ -1018,6 +1092,8 @@ def targets_text(t: dict[str, Any], cfg: Config) -> str:
         f"(a) plstm_2d parallel fwd at {a['grid']}²: {_fmt(a['parallel_fwd_ms'])} ms vs SDPA "
         f"{_fmt(a['sdpa_fwd_ms'])} ms -> ratio {_fmt(a['ratio'])} (target <= 3): "
         f"{_verdict(a['met'])}",
+        f"    under CUDA-graph replay: {_fmt(a['parallel_fwd_graph_ms'])} ms vs SDPA "
+        f"{_fmt(a['sdpa_fwd_graph_ms'])} ms -> ratio {_fmt(a['ratio_graph'])}",
         "(b) chunkwise memory increment per token (KiB / (X·Y), all B·H):",
     ]
     for part, label in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
@@ -1039,6 +1115,12 @@ def targets_text(t: dict[str, Any], cfg: Config) -> str:
         lines.append(
             f"    given a prepare_dag plan: float32 {_fmt(spp['float32'])}, "
             f"bf16 {_fmt(spp['bfloat16'])}"
+        )
+    spg = c["speedup_fwd_bwd_with_plan_graph"]
+    if any(v is not None for v in spg.values()):
+        lines.append(
+            f"    given a plan, under CUDA-graph replay: float32 {_fmt(spg['float32'])}, "
+            f"bf16 {_fmt(spg['bfloat16'])}"
         )
     if cfg.quick:
         lines.append("(--quick: tiny CPU sizes; the targets are meant for the full CUDA run)")

@@ -22,6 +22,19 @@ import torch
 import torch.nn.functional as F
 
 
+def inclusive_cumprod(w: torch.Tensor) -> torch.Tensor:
+    """Inclusive product scan along the last axis in ⌈log2 n⌉ steps (Hillis–Steele).
+
+    Unlike ``torch.cumprod``, whose backward inspects the data for zeros on the host, this
+    never synchronises, so it can be captured in a CUDA graph; zeros are handled exactly.
+    """
+    shift = 1
+    while shift < w.shape[-1]:
+        w = w * F.pad(w[..., :-shift], (shift, 0), value=1.0)
+        shift *= 2
+    return w
+
+
 def column_gates(
     source: torch.Tensor, transition: torch.Tensor, mark: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,7 +46,7 @@ def column_gates(
     below = row[:, None] < row[None, :]  # [y', y]: y' strictly before y
     # C[y', r] = Π_{y' < r'' ≤ r} t11[r''];  P1[y', y] = C[y', y−1]
     walk = torch.where(below, t11[..., None, :], torch.ones_like(t11)[..., None, :])
-    C = torch.cumprod(walk, dim=-1)
+    C = inclusive_cumprod(walk)
     P1 = F.pad(C[..., :-1], (1, 0), value=1.0) * below
 
     def vertical(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
