@@ -1,7 +1,8 @@
 """Compare ways of running the fully parallel 2D op on one GPU, side by side in one run.
 
-Variants: eager hierarchical (the library path), the same under torch.compile, the same
-replayed from a CUDA graph, and SDPA on the same token counts as a yardstick.
+Variants: the fused Triton forward (the library's default on a GPU), the PyTorch path
+(``PLSTM_DISABLE_TRITON=1``) eager, under torch.compile and replayed from a CUDA graph, and
+SDPA on the same token counts as a yardstick.
 Usage: python bench/grid_parallel_variants.py [--grids 12 14 16 24 32] [--out DIR]
 """
 
@@ -84,10 +85,12 @@ def main():
     small = [t.double() for t in gates(1, 2, 5, 7, 8, 8, dev, torch.float32, g)]
     ref = plstm_2d_naive(*small)
     compiled = torch.compile(plstm_2d, dynamic=False)
+    os.environ["PLSTM_DISABLE_TRITON"] = "1"  # torch.compile traces the PyTorch path
     for name, fn in [("eager", plstm_2d), ("compiled", compiled)]:
         err = (fn(*[t.float() for t in small]).double() - ref).abs().max() / ref.abs().max()
         print(f"check {name}: rel err {err:.2e}")
         assert err < 1e-4
+    del os.environ["PLSTM_DISABLE_TRITON"]
 
     rows = []
     for n in args.grids:
@@ -95,11 +98,16 @@ def main():
         q, k, v = (t.reshape(B, H, n * n, D) for t in x[:3])
         row = {"grid": n, "tokens": n * n}
         row["sdpa"] = time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
-        row["eager"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
-        row["eager_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))
-        row["compiled"] = time_ms(lambda x=x: compiled(*x, method="parallel"))
+        row["sdpa_graph"] = time_ms(
+            graphed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+        )
+        row["triton"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
+        row["triton_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))
+        os.environ["PLSTM_DISABLE_TRITON"] = "1"
+        row["torch"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
+        row["torch_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))
         row["compiled_graph"] = time_ms(graphed(lambda x=x: compiled(*x, method="parallel")))
-        row["chunk16_eager"] = time_ms(lambda x=x: plstm_2d(*x, method="chunkwise"))
+        del os.environ["PLSTM_DISABLE_TRITON"]
         rows.append(row)
         print(row, flush=True)
 

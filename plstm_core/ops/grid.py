@@ -15,6 +15,7 @@ from plstm_core.ops.contraction import gated_linear_attention
 from plstm_core.ops.grid_blocks import build_blocks
 from plstm_core.ops.grid_columns import column_gating_matrix
 from plstm_core.ops.grid_scan import scan_block_grid
+from plstm_core.ops.grid_triton import plstm_2d_parallel_triton, triton_supported
 from plstm_core.ops.validation import (
     check_chunk_size,
     check_method,
@@ -118,6 +119,10 @@ def _parallel(q, k, v, source, transition, mark, direct):
     return h.reshape(B, H, X, Y, -1)
 
 
+def _parallel_in_float32(*inputs: torch.Tensor) -> torch.Tensor:
+    return _parallel(*(t.float() for t in inputs))
+
+
 def _recurrent(q, k, v, source, transition, mark, direct):
     """Paper eq. 5-6 node by node, vectorised over each anti-diagonal (X+Y−1 steps).
     Time O(B·H·N·K·V), memory O(B·H·N·K·V) (cell states kept for autograd)."""
@@ -191,7 +196,10 @@ def plstm_2d(
 
     method:
       - ``"parallel"``: gating matrix in log depth (paper A.4) + one masked contraction;
-        O(B·H·N2²) memory with N2 = X2·Y, X padded to the next power of two X2.
+        O(B·H·N2²) memory with N2 = X2·Y, X padded to the next power of two X2. On a GPU
+        with Triton, grids up to 1024 padded nodes run the fused forward kernel of
+        ``grid_triton`` instead (O(B·H·N·(K+V)) memory; ``PLSTM_DISABLE_TRITON=1`` turns
+        it off).
       - ``"recurrent"``: anti-diagonal recurrence; O(B·H·N·K·V) memory.
       - ``"chunkwise"``: parallel inside ``chunk_size``² blocks (a power of two), recurrent
         across them (paper A.7); memory linear in N.
@@ -213,6 +221,10 @@ def plstm_2d(
             raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     out_dtype = output_dtype(*named.values())
     dtype = compute_dtype(*named.values())
+    if method == "parallel" and dtype == torch.float32 and k.dtype == q.dtype and triton_supported(
+        q, v
+    ):
+        return plstm_2d_parallel_triton(_parallel_in_float32, *named.values()).to(out_dtype)
     args = [t.to(dtype) for t in named.values()]
     if method == "parallel":
         h = _parallel(*args)

@@ -1,0 +1,197 @@
+"""Fused Triton forward of the parallel 2D op (paper eq. 7 with the column form of A.4).
+
+One program per grid (b, h) walks the columns x = 0..X−1 and keeps, for every source node, the
+signal arriving on the incoming direction-0 edges of the current column: W ``[N, Y]``. Per
+column it builds the closed-form column gates Ψ, Φ, Μ, Γ (see ``grid_columns``) in registers,
+reads out the gating block of the column's targets G_x = W·Μ + [Γ + D on the diagonal], and
+contracts it at once with the scores, h_x = ((K q_xᵀ) ⊙ G_x)ᵀ V; then W ← W·Φ + Ψ placed at the
+column's own rows. No N×N tensor ever reaches memory.
+
+Cost per grid: O(N²·(K + V + 2Y)) FLOPs, the same order as attention, and O(N·(K+V)) memory
+traffic. Backward recomputes through the PyTorch path (``grid._parallel``) under autograd.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the PyTorch path serves every call
+    triton = None
+
+MAX_NODES = 1024  # the register tile W is [XB·YB, YB]; larger grids use the PyTorch path
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def triton_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether :func:`plstm_2d_parallel_triton` can serve these inputs ``[B,H,X,Y,K|V]``."""
+    if triton is None or not q.is_cuda or os.environ.get("PLSTM_DISABLE_TRITON") == "1":
+        return False
+    if q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != v.dtype:
+        return False
+    _, _, X, Y, K = q.shape
+    YB = max(16, _next_pow2(Y))
+    return _next_pow2(X) * YB <= MAX_NODES and K <= 128 and v.shape[-1] <= 128
+
+
+if triton is not None:
+
+    @triton.jit
+    def _times(a, b):
+        return a * b
+
+    @triton.jit
+    def _grid_parallel_fwd(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        g_ptr,
+        h_ptr,
+        X,
+        Y,
+        K,
+        V,
+        XB: tl.constexpr,
+        YB: tl.constexpr,
+        KB: tl.constexpr,
+        VB: tl.constexpr,
+        QK_IEEE: tl.constexpr,
+    ):
+        p = tl.program_id(0)
+        NB: tl.constexpr = XB * YB
+        rows = tl.arange(0, NB)  # source r = x'·YB + y'
+        row_x = rows // YB
+        row_y = rows % YB
+        yy = tl.arange(0, YB)
+        kk = tl.arange(0, KB)
+        vv = tl.arange(0, VB)
+        src_ok = (row_x < X) & (row_y < Y)
+        src_node = (p * X + row_x) * Y + row_y
+        below = yy[:, None] < yy[None, :]  # [y', y]
+        eye = yy[:, None] == yy[None, :]
+        col_ok = yy < Y
+        W = tl.zeros([NB, YB], dtype=tl.float32)
+        for x in range(0, X):
+            base = (p * X + x) * Y
+            gp = g_ptr + (base + yy) * 9
+            s0 = tl.load(gp + 0, mask=col_ok, other=0.0)
+            s1 = tl.load(gp + 1, mask=col_ok, other=0.0)
+            t00 = tl.load(gp + 2, mask=col_ok, other=0.0)
+            t01 = tl.load(gp + 3, mask=col_ok, other=0.0)
+            t10 = tl.load(gp + 4, mask=col_ok, other=0.0)
+            m0 = tl.load(gp + 6, mask=col_ok, other=0.0)
+            m1 = tl.load(gp + 7, mask=col_ok, other=0.0)
+            d = tl.load(gp + 8, mask=col_ok, other=0.0)
+            t11_prev = tl.load(gp - 9 + 5, mask=col_ok & (yy >= 1), other=1.0)  # t11[y−1]
+            # P1[y', y] = Π_{y' < r < y} t11[r]: an inclusive scan of t11[r−1] over r > y'+1
+            walk = tl.where(yy[None, :] - 1 > yy[:, None], t11_prev[None, :], 1.0)
+            P1 = tl.where(below, tl.associative_scan(walk, 1, _times), 0.0)
+            psi = tl.where(eye, s0[None, :], 0.0) + s1[:, None] * P1 * t10[None, :]
+            phi = tl.where(eye, t00[None, :], 0.0) + t01[:, None] * P1 * t10[None, :]
+            mu = tl.where(eye, m0[None, :], 0.0) + t01[:, None] * P1 * m1[None, :]
+            gamma = tl.where(eye, d[None, :], 0.0) + s1[:, None] * P1 * m1[None, :]
+            place = (rows[:, None] == x * YB + yy[None, :]).to(tl.float32)  # [NB, YB]
+
+            G_x = tl.dot(W, mu, input_precision="ieee")
+            G_x += tl.dot(place, gamma, input_precision="ieee")
+            tgt = base + yy
+            q_x = tl.load(
+                q_ptr + tgt[:, None] * K + kk[None, :],
+                mask=col_ok[:, None] & (kk[None, :] < K),
+                other=0.0,
+            )
+            k_all = tl.load(
+                k_ptr + src_node[:, None] * K + kk[None, :],
+                mask=src_ok[:, None] & (kk[None, :] < K),
+                other=0.0,
+            )
+            q_x = q_x.to(tl.float32)
+            k_all = k_all.to(tl.float32)
+            if QK_IEEE:
+                scores = tl.dot(k_all, tl.trans(q_x), input_precision="ieee")
+            else:
+                scores = tl.dot(k_all, tl.trans(q_x), input_precision="tf32")
+            weights = scores * G_x  # [NB sources, YB targets]
+            v_all = tl.load(
+                v_ptr + src_node[:, None] * V + vv[None, :],
+                mask=src_ok[:, None] & (vv[None, :] < V),
+                other=0.0,
+            )
+            v_all = v_all.to(tl.float32)
+            if QK_IEEE:
+                h_x = tl.dot(tl.trans(weights), v_all, input_precision="ieee")
+            else:
+                h_x = tl.dot(tl.trans(weights), v_all, input_precision="tf32")
+            tl.store(
+                h_ptr + tgt[:, None] * V + vv[None, :],
+                h_x,
+                mask=col_ok[:, None] & (vv[None, :] < V),
+            )
+            W = tl.dot(W, phi, input_precision="ieee") + tl.dot(place, psi, input_precision="ieee")
+
+
+def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
+    B, H, X, Y, K = q.shape
+    V = v.shape[-1]
+    gates = torch.cat(
+        [
+            source.float(),
+            transition.float().reshape(B, H, X, Y, 4),
+            mark.float(),
+            direct.float()[..., None],
+        ],
+        dim=-1,
+    ).contiguous()
+    exact = q.dtype == torch.float32
+    q, k, v = (t.contiguous() for t in (q, k, v))
+    h = torch.empty(B, H, X, Y, V, device=q.device, dtype=torch.float32)
+    XB, YB = _next_pow2(X), max(16, _next_pow2(Y))
+    _grid_parallel_fwd[(B * H,)](
+        q,
+        k,
+        v,
+        gates,
+        h,
+        X,
+        Y,
+        K,
+        V,
+        XB=XB,
+        YB=YB,
+        KB=max(16, _next_pow2(K)),
+        VB=max(16, _next_pow2(V)),
+        QK_IEEE=exact,
+        num_warps=4 if XB * YB <= 256 else 8,
+    )
+    return h
+
+
+class _GridParallel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, reference, *inputs):
+        ctx.reference = reference
+        ctx.save_for_backward(*inputs)
+        return _launch(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        inputs = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
+        wanted = [t for t in inputs if t.requires_grad]
+        with torch.enable_grad():
+            h = ctx.reference(*inputs)
+            grads = iter(torch.autograd.grad(h, wanted, grad_h.to(h.dtype)))
+        return (None, *(next(grads) if t.requires_grad else None for t in inputs))
+
+
+def plstm_2d_parallel_triton(reference, q, k, v, source, transition, mark, direct):
+    """The parallel op's forward by the fused kernel, in float32 (inputs in float32 or bf16;
+    check :func:`triton_supported` first); the backward runs ``reference`` (the PyTorch
+    parallel path, same signature) under autograd."""
+    return _GridParallel.apply(reference, q, k, v, source, transition, mark, direct)
