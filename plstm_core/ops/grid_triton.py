@@ -1,16 +1,17 @@
 """Fused Triton forward of the parallel 2D op (paper eq. 7 with the column form of A.4).
 
-One program per grid (b, h) walks the columns x = 0..X−1 and keeps, for every source node, the
-signal arriving on the incoming direction-0 edges of the current column: W ``[N, Y]`` (in a
-per-grid scratch buffer that stays in L2, visited in blocks of 64 sources). Per
-column it builds the closed-form column gates Ψ, Φ, Μ, Γ (see ``grid_columns``) in registers,
-reads out the gating block of the column's targets G_x = W·Μ + [Γ + D on the diagonal], and
-contracts it at once with the scores, h_x = ((K q_xᵀ) ⊙ G_x)ᵀ V; then W ← W·Φ + Ψ placed at the
-column's own rows. No N×N tensor ever reaches memory.
+Each source node's signal evolves independently, so one program takes one grid (b, h) and a
+block of 64 source nodes. It walks the columns x from its sources' first column to X−1 and
+keeps, per source, the signal arriving on the incoming direction-0 edges of the current column:
+W ``[64, Y]`` in registers. Per column it builds the closed-form column gates Ψ, Φ, Μ, Γ (see
+``grid_columns``), reads out the gating block of the column's targets G_x = W·Μ + [Γ + D on the
+diagonal], contracts it at once with the scores, h_x += ((K q_xᵀ) ⊙ G_x)ᵀ V (atomic adds across
+source blocks), and advances W ← W·Φ + Ψ placed at the column's own rows. No N×N tensor ever
+reaches memory.
 
-Cost per grid: O(N²·(K + V + 2Y)) FLOPs, the same order as attention; O(N·(K+V)·X) memory
-traffic, mostly L2 hits, plus the O(N·Y) scratch. Backward recomputes through the PyTorch
-path (``grid._parallel``) under autograd.
+Cost per grid: O(N²·(K + V + 2Y)) FLOPs, the same order as attention; O(N·(K+V)) memory
+traffic plus O(N·V·X/64) atomic adds. Backward recomputes through the PyTorch path
+(``grid._parallel``) under autograd.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ try:
 except ImportError:  # CPU-only installs: the PyTorch path serves every call
     triton = None
 
-MAX_NODES = 1024  # sequential columns make larger grids slower than the chunkwise path
+MAX_NODES = 4096  # X·Y padded; beyond it the sequential columns lose to the chunkwise path
 
 
 def _next_pow2(n: int) -> int:
@@ -39,8 +40,7 @@ def triton_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
     if q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != v.dtype:
         return False
     _, _, X, Y, K = q.shape
-    YB = max(16, _next_pow2(Y))
-    return _next_pow2(X) * YB <= MAX_NODES and K <= 128 and v.shape[-1] <= 128
+    return X * max(16, _next_pow2(Y)) <= MAX_NODES and K <= 128 and v.shape[-1] <= 128
 
 
 if triton is not None:
@@ -55,13 +55,11 @@ if triton is not None:
         k_ptr,
         v_ptr,
         g_ptr,
-        w_ptr,
         h_ptr,
         X,
         Y,
         K,
         V,
-        XB: tl.constexpr,
         YB: tl.constexpr,
         KB: tl.constexpr,
         VB: tl.constexpr,
@@ -69,15 +67,30 @@ if triton is not None:
         QK_IEEE: tl.constexpr,
     ):
         p = tl.program_id(0)
-        NB: tl.constexpr = XB * YB
-        w_base = w_ptr + p * NB * YB  # this grid's W [NB, YB] (zero-initialised scratch)
+        block = tl.program_id(1)
+        rows = block * SB + tl.arange(0, SB)  # this program's sources r = x'·YB + y'
+        row_x = rows // YB
+        row_y = rows % YB
+        src_ok = (row_x < X) & (row_y < Y)
+        src = (p * X + row_x) * Y + row_y
         yy = tl.arange(0, YB)
         kk = tl.arange(0, KB)
         vv = tl.arange(0, VB)
         below = yy[:, None] < yy[None, :]  # [y', y]
         eye = yy[:, None] == yy[None, :]
         col_ok = yy < Y
-        for x in range(0, X):
+        k_b = tl.load(
+            k_ptr + src[:, None] * K + kk[None, :],
+            mask=src_ok[:, None] & (kk[None, :] < K),
+            other=0.0,
+        ).to(tl.float32)
+        v_b = tl.load(
+            v_ptr + src[:, None] * V + vv[None, :],
+            mask=src_ok[:, None] & (vv[None, :] < V),
+            other=0.0,
+        ).to(tl.float32)
+        w = tl.zeros([SB, YB], dtype=tl.float32)  # W rows of this program's sources
+        for x in range((block * SB) // YB, X):
             base = (p * X + x) * Y
             gp = g_ptr + (base + yy) * 9
             s0 = tl.load(gp + 0, mask=col_ok, other=0.0)
@@ -96,49 +109,28 @@ if triton is not None:
             phi = tl.where(eye, t00[None, :], 0.0) + t01[:, None] * P1 * t10[None, :]
             mu = tl.where(eye, m0[None, :], 0.0) + t01[:, None] * P1 * m1[None, :]
             gamma = tl.where(eye, d[None, :], 0.0) + s1[:, None] * P1 * m1[None, :]
+            place = (rows[:, None] == x * YB + yy[None, :]).to(tl.float32)  # [SB, YB]
+            gating = tl.dot(w, mu, input_precision="ieee")
+            gating += tl.dot(place, gamma, input_precision="ieee")
             tgt = base + yy
             q_x = tl.load(
                 q_ptr + tgt[:, None] * K + kk[None, :],
                 mask=col_ok[:, None] & (kk[None, :] < K),
                 other=0.0,
             ).to(tl.float32)
-            h_x = tl.zeros([YB, VB], dtype=tl.float32)
-            # sources in columns ≤ x only: later rows of W are still zero
-            for b in range(0, tl.cdiv((x + 1) * YB, SB)):
-                rows = b * SB + tl.arange(0, SB)  # source r = x'·YB + y'
-                row_x = rows // YB
-                row_y = rows % YB
-                src_ok = (row_x < X) & (row_y < Y)
-                src = (p * X + row_x) * Y + row_y
-                w = tl.load(w_base + rows[:, None] * YB + yy[None, :])
-                place = (rows[:, None] == x * YB + yy[None, :]).to(tl.float32)  # [SB, YB]
-                gating = tl.dot(w, mu, input_precision="ieee")
-                gating += tl.dot(place, gamma, input_precision="ieee")
-                k_b = tl.load(
-                    k_ptr + src[:, None] * K + kk[None, :],
-                    mask=src_ok[:, None] & (kk[None, :] < K),
-                    other=0.0,
-                ).to(tl.float32)
-                v_b = tl.load(
-                    v_ptr + src[:, None] * V + vv[None, :],
-                    mask=src_ok[:, None] & (vv[None, :] < V),
-                    other=0.0,
-                ).to(tl.float32)
-                if QK_IEEE:
-                    scores = tl.dot(k_b, tl.trans(q_x), input_precision="ieee")
-                    h_x += tl.dot(tl.trans(scores * gating), v_b, input_precision="ieee")
-                else:
-                    scores = tl.dot(k_b, tl.trans(q_x), input_precision="tf32")
-                    h_x += tl.dot(tl.trans(scores * gating), v_b, input_precision="tf32")
-                w = tl.dot(w, phi, input_precision="ieee")
-                w += tl.dot(place, psi, input_precision="ieee")
-                tl.store(w_base + rows[:, None] * YB + yy[None, :], w)
-            tl.store(
+            if QK_IEEE:
+                scores = tl.dot(k_b, tl.trans(q_x), input_precision="ieee")
+                h_x = tl.dot(tl.trans(scores * gating), v_b, input_precision="ieee")
+            else:
+                scores = tl.dot(k_b, tl.trans(q_x), input_precision="tf32")
+                h_x = tl.dot(tl.trans(scores * gating), v_b, input_precision="tf32")
+            tl.atomic_add(
                 h_ptr + tgt[:, None] * V + vv[None, :],
                 h_x,
                 mask=col_ok[:, None] & (vv[None, :] < V),
+                sem="relaxed",
             )
-            tl.debug_barrier()  # this column's W rows are written before the next reads them
+            w = tl.dot(w, phi, input_precision="ieee") + tl.dot(place, psi, input_precision="ieee")
 
 
 def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
@@ -155,25 +147,23 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
     ).contiguous()
     exact = q.dtype == torch.float32
     q, k, v = (t.contiguous() for t in (q, k, v))
-    h = torch.empty(B, H, X, Y, V, device=q.device, dtype=torch.float32)
-    XB, YB = _next_pow2(X), max(16, _next_pow2(Y))
-    scratch = torch.zeros(B * H, XB * YB, YB, device=q.device, dtype=torch.float32)
-    _grid_parallel_fwd[(B * H,)](
+    h = torch.zeros(B, H, X, Y, V, device=q.device, dtype=torch.float32)
+    YB = max(16, _next_pow2(Y))
+    SB = 64
+    _grid_parallel_fwd[(B * H, -(-X * YB // SB))](
         q,
         k,
         v,
         gates,
-        scratch,
         h,
         X,
         Y,
         K,
         V,
-        XB=XB,
         YB=YB,
         KB=max(16, _next_pow2(K)),
         VB=max(16, _next_pow2(V)),
-        SB=min(64, XB * YB),
+        SB=SB,
         QK_IEEE=exact,
         num_warps=4,
     )
