@@ -16,6 +16,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from plstm_core.ops import grid_triton
 from plstm_core.ops.grid import plstm_2d
 from plstm_core.ops.grid_naive import plstm_2d_naive
 
@@ -76,6 +77,13 @@ def main():
     parser.add_argument("--heads", type=int, default=3)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    parser.add_argument(
+        "--tune",
+        type=lambda t: tuple(int(n) for n in t.split(",")),
+        nargs="*",
+        default=[],
+        help="Triton (source block, warps) pairs to time as well, e.g. 32,2 64,4",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     dev = torch.device("cuda")
@@ -103,6 +111,12 @@ def main():
         )
         row["triton"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
         row["triton_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))
+        default = (grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS)
+        for block, warps in args.tune:
+            grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS = block, warps
+            fn = graphed(lambda x=x: plstm_2d(*x, method="parallel"))
+            row[f"triton_sb{block}_w{warps}_graph"] = time_ms(fn)
+        grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS = default
         os.environ["PLSTM_DISABLE_TRITON"] = "1"
         row["torch"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
         row["torch_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))

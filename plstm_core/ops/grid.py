@@ -197,7 +197,7 @@ def plstm_2d(
     method:
       - ``"parallel"``: gating matrix in log depth (paper A.4) + one masked contraction;
         O(B·H·N2²) memory with N2 = X2·Y, X padded to the next power of two X2. On a GPU
-        with Triton, grids up to 4096 padded nodes run the fused forward kernel of
+        with Triton, grids up to 1024 padded nodes run the fused forward kernel of
         ``grid_triton`` instead (O(B·H·N·(K+V)) memory; ``PLSTM_DISABLE_TRITON=1`` turns
         it off).
       - ``"recurrent"``: anti-diagonal recurrence; O(B·H·N·K·V) memory.

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize(
-    "size", [(1, 1), (1, 9), (5, 7), (13, 3), (14, 14), (16, 16), (24, 20), (33, 17)]
+    "size", [(1, 1), (1, 9), (5, 7), (13, 3), (14, 14), (16, 16), (24, 20), (31, 17)]
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_fused_kernel_matches_loop_reference(size, dtype):
@@ -34,6 +34,6 @@ def test_fused_kernel_matches_loop_reference(size, dtype):
 
 
 def test_large_grids_fall_back_to_pytorch():
-    q = torch.zeros(1, 1, 65, 64, 8, device="cuda")
+    q = torch.zeros(1, 1, 33, 17, 8, device="cuda")
     assert not grid_triton.triton_supported(q, q)
     assert not grid_triton.triton_supported(q[:, :, :4, :4].double(), q[:, :, :4, :4].double())
