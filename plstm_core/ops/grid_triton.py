@@ -28,7 +28,7 @@ except ImportError:  # CPU-only installs: the PyTorch path serves every call
 
 MAX_NODES = 1024  # X·Y padded; beyond it the sequential columns lose to the PyTorch paths
 SOURCE_BLOCK = 64  # source nodes per program
-NUM_WARPS = 4
+NUM_WARPS = 2
 
 
 def _next_pow2(n: int) -> int:
@@ -56,7 +56,10 @@ if triton is not None:
         q_ptr,
         k_ptr,
         v_ptr,
-        g_ptr,
+        s_ptr,
+        t_ptr,
+        m_ptr,
+        d_ptr,
         h_ptr,
         X,
         Y,
@@ -94,16 +97,18 @@ if triton is not None:
         w = tl.zeros([SB, YB], dtype=tl.float32)  # W rows of this program's sources
         for x in range((block * SB) // YB, X):
             base = (p * X + x) * Y
-            gp = g_ptr + (base + yy) * 9
-            s0 = tl.load(gp + 0, mask=col_ok, other=0.0)
-            s1 = tl.load(gp + 1, mask=col_ok, other=0.0)
-            t00 = tl.load(gp + 2, mask=col_ok, other=0.0)
-            t01 = tl.load(gp + 3, mask=col_ok, other=0.0)
-            t10 = tl.load(gp + 4, mask=col_ok, other=0.0)
-            m0 = tl.load(gp + 6, mask=col_ok, other=0.0)
-            m1 = tl.load(gp + 7, mask=col_ok, other=0.0)
-            d = tl.load(gp + 8, mask=col_ok, other=0.0)
-            t11_prev = tl.load(gp - 9 + 5, mask=col_ok & (yy >= 1), other=1.0)  # t11[y−1]
+            node = base + yy
+            s0 = tl.load(s_ptr + node * 2, mask=col_ok, other=0.0).to(tl.float32)
+            s1 = tl.load(s_ptr + node * 2 + 1, mask=col_ok, other=0.0).to(tl.float32)
+            t00 = tl.load(t_ptr + node * 4, mask=col_ok, other=0.0).to(tl.float32)
+            t01 = tl.load(t_ptr + node * 4 + 1, mask=col_ok, other=0.0).to(tl.float32)
+            t10 = tl.load(t_ptr + node * 4 + 2, mask=col_ok, other=0.0).to(tl.float32)
+            t11_prev = tl.load(  # t11[y−1]
+                t_ptr + node * 4 - 1, mask=col_ok & (yy >= 1), other=1.0
+            ).to(tl.float32)
+            m0 = tl.load(m_ptr + node * 2, mask=col_ok, other=0.0).to(tl.float32)
+            m1 = tl.load(m_ptr + node * 2 + 1, mask=col_ok, other=0.0).to(tl.float32)
+            d = tl.load(d_ptr + node, mask=col_ok, other=0.0).to(tl.float32)
             # P1[y', y] = Π_{y' < r < y} t11[r]: an inclusive scan of t11[r−1] over r > y'+1
             walk = tl.where(yy[None, :] - 1 > yy[:, None], t11_prev[None, :], 1.0)
             P1 = tl.where(below, tl.associative_scan(walk, 1, _times), 0.0)
@@ -114,16 +119,15 @@ if triton is not None:
             place = (rows[:, None] == x * YB + yy[None, :]).to(tl.float32)  # [SB, YB]
             gating = tl.dot(w, mu, input_precision=PRECISION)
             gating += tl.dot(place, gamma, input_precision=PRECISION)
-            tgt = base + yy
             q_x = tl.load(
-                q_ptr + tgt[:, None] * K + kk[None, :],
+                q_ptr + node[:, None] * K + kk[None, :],
                 mask=col_ok[:, None] & (kk[None, :] < K),
                 other=0.0,
             ).to(tl.float32)
             scores = tl.dot(k_b, tl.trans(q_x), input_precision=PRECISION)
             h_x = tl.dot(tl.trans(scores * gating), v_b, input_precision=PRECISION)
             tl.atomic_add(
-                h_ptr + tgt[:, None] * V + vv[None, :],
+                h_ptr + node[:, None] * V + vv[None, :],
                 h_x,
                 mask=col_ok[:, None] & (vv[None, :] < V),
                 sem="relaxed",
@@ -135,16 +139,9 @@ if triton is not None:
 def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
     B, H, X, Y, K = q.shape
     V = v.shape[-1]
-    gates = torch.cat(
-        [
-            source.float(),
-            transition.float().reshape(B, H, X, Y, 4),
-            mark.float(),
-            direct.float()[..., None],
-        ],
-        dim=-1,
-    ).contiguous()
-    q, k, v = (t.contiguous() for t in (q, k, v))
+    q, k, v, source, transition, mark, direct = (
+        t.contiguous() for t in (q, k, v, source, transition, mark, direct)
+    )
     h = torch.zeros(B, H, X, Y, V, device=q.device, dtype=torch.float32)
     YB = max(16, _next_pow2(Y))
     SB = SOURCE_BLOCK
@@ -152,7 +149,10 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
         q,
         k,
         v,
-        gates,
+        source,
+        transition,
+        mark,
+        direct,
         h,
         X,
         Y,
