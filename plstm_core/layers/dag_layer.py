@@ -17,6 +17,7 @@ from plstm_core.layers.grid_layer import (
     TRANSITION_BIAS,
     gate_logits,
 )
+from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm
 from plstm_core.ops.dag import plstm_dag
 from plstm_core.ops.dag_structure import build_line_index
@@ -65,18 +66,10 @@ class PLSTMDAGLayer(nn.Module):
         super().__init__()
         if mode not in DAG_MODES:
             raise ValueError(f"mode must be one of {list(DAG_MODES)}, got {mode!r}")
-        if dim < 1 or num_heads < 1 or dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
-        qk_dim = dim if qk_dim is None else qk_dim
-        if qk_dim < 1 or qk_dim % num_heads:
-            raise ValueError(
-                f"qk_dim ({qk_dim}) must be a positive multiple of num_heads ({num_heads})"
-            )
+        qk_dim, self.qk_head_dim, self.v_head_dim = head_dims(dim, num_heads, qk_dim)
         self.dim = dim
         self.num_heads = num_heads
         self.mode = mode
-        self.qk_head_dim = qk_dim // num_heads
-        self.v_head_dim = dim // num_heads
         self.method = method
         self._check_method()
 

@@ -11,6 +11,7 @@ from plstm_core.gates import (
     pmode_grid_transition,
     unconstrained_grid_transition,
 )
+from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm
 from plstm_core.ops.contraction import gated_linear_attention
 from plstm_core.ops.grid import grid_gating_matrix, plstm_2d
@@ -115,18 +116,10 @@ class PLSTMGridLayer(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        if dim < 1 or num_heads < 1 or dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
-        qk_dim = dim if qk_dim is None else qk_dim
-        if qk_dim < 1 or qk_dim % num_heads:
-            raise ValueError(
-                f"qk_dim ({qk_dim}) must be a positive multiple of num_heads ({num_heads})"
-            )
+        qk_dim, self.qk_head_dim, self.v_head_dim = head_dims(dim, num_heads, qk_dim)
         self.dim = dim
         self.num_heads = num_heads
         self.mode = mode
-        self.qk_head_dim = qk_dim // num_heads
-        self.v_head_dim = dim // num_heads
         self.method = method
         self.chunk_size = chunk_size
         self._check_method()
