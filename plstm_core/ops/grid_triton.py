@@ -29,6 +29,7 @@ except ImportError:  # CPU-only installs: the PyTorch path serves every call
 MAX_NODES = 1024  # X·Y padded; beyond it the sequential columns lose to the PyTorch paths
 SOURCE_BLOCK = 64  # source nodes per program
 NUM_WARPS = 2
+NUM_STAGES = 1  # software pipelining of the column loop's loads
 
 
 def _next_pow2(n: int) -> int:
@@ -70,6 +71,7 @@ if triton is not None:
         VB: tl.constexpr,
         SB: tl.constexpr,
         PRECISION: tl.constexpr,
+        STAGES: tl.constexpr,
     ):
         p = tl.program_id(0)
         block = tl.program_id(1)
@@ -95,7 +97,7 @@ if triton is not None:
             other=0.0,
         ).to(tl.float32)
         w = tl.zeros([SB, YB], dtype=tl.float32)  # W rows of this program's sources
-        for x in range((block * SB) // YB, X):
+        for x in tl.range((block * SB) // YB, X, num_stages=STAGES):
             base = (p * X + x) * Y
             node = base + yy
             s0 = tl.load(s_ptr + node * 2, mask=col_ok, other=0.0).to(tl.float32)
@@ -164,6 +166,7 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
         SB=SB,
         # float32 inputs keep full float32 products; bf16 inputs get TF32 (10-bit mantissa)
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        STAGES=NUM_STAGES,
         num_warps=NUM_WARPS,
     )
     return h
@@ -190,4 +193,7 @@ def plstm_2d_parallel_triton(reference, q, k, v, source, transition, mark, direc
     """The parallel op's forward by the fused kernel, in float32 (inputs in float32 or bf16;
     check :func:`triton_supported` first); the backward runs ``reference`` (the PyTorch
     parallel path, same signature) under autograd."""
-    return _GridParallel.apply(reference, q, k, v, source, transition, mark, direct)
+    inputs = (q, k, v, source, transition, mark, direct)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return _launch(*inputs)
+    return _GridParallel.apply(reference, *inputs)
