@@ -82,7 +82,7 @@ def main():
         type=lambda t: tuple(int(n) for n in t.split(",")),
         nargs="*",
         default=[],
-        help="Triton (source block, warps, stages) to time as well, e.g. 32,2,1 64,2,2",
+        help="Triton (source block, warps) launches to time as well, e.g. 32,1 64,2",
     )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -111,13 +111,12 @@ def main():
         )
         row["triton"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
         row["triton_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))
-        default = (grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS, grid_triton.NUM_STAGES)
-        for block, warps, stages in args.tune:
-            grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS = block, warps
-            grid_triton.NUM_STAGES = stages
+        default = (grid_triton.LAUNCH_SMALL, grid_triton.LAUNCH_LARGE)
+        for block, warps in args.tune:
+            grid_triton.LAUNCH_SMALL = grid_triton.LAUNCH_LARGE = (block, warps)
             fn = graphed(lambda x=x: plstm_2d(*x, method="parallel"))
-            row[f"triton_sb{block}_w{warps}_s{stages}_graph"] = time_ms(fn)
-        grid_triton.SOURCE_BLOCK, grid_triton.NUM_WARPS, grid_triton.NUM_STAGES = default
+            row[f"triton_sb{block}_w{warps}_graph"] = time_ms(fn)
+        grid_triton.LAUNCH_SMALL, grid_triton.LAUNCH_LARGE = default
         os.environ["PLSTM_DISABLE_TRITON"] = "1"
         row["torch"] = time_ms(lambda x=x: plstm_2d(*x, method="parallel"))
         row["torch_graph"] = time_ms(graphed(lambda x=x: plstm_2d(*x, method="parallel")))

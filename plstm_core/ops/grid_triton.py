@@ -1,9 +1,9 @@
 """Fused Triton forward of the parallel 2D op (paper eq. 7 with the column form of A.4).
 
 Each source node's signal evolves independently, so one program takes one grid (b, h) and a
-block of 64 source nodes. It walks the columns x from its sources' first column to X−1 and
+block of 32 or 64 source nodes. It walks the columns x from its sources' first column to X−1 and
 keeps, per source, the signal arriving on the incoming direction-0 edges of the current column:
-W ``[64, Y]`` in registers. Per column it builds the closed-form column gates Ψ, Φ, Μ, Γ (see
+W ``[SB, Y]`` in registers. Per column it builds the closed-form column gates Ψ, Φ, Μ, Γ (see
 ``grid_columns``), reads out the gating block of the column's targets G_x = W·Μ + [Γ + D on the
 diagonal], contracts it at once with the scores, h_x += ((K q_xᵀ) ⊙ G_x)ᵀ V (atomic adds across
 source blocks), and advances W ← W·Φ + Ψ placed at the column's own rows. No N×N tensor ever
@@ -27,9 +27,11 @@ except ImportError:  # CPU-only installs: the PyTorch path serves every call
     triton = None
 
 MAX_NODES = 1024  # X·Y padded; beyond it the sequential columns lose to the PyTorch paths
-SOURCE_BLOCK = 64  # source nodes per program
-NUM_WARPS = 2
-NUM_STAGES = 1  # software pipelining of the column loop's loads
+# (source nodes per program, warps) by padded grid size, tuned on an H100: small grids are
+# latency-bound, so more and smaller programs win; from 24×24 on, 64-source blocks do.
+SMALL_GRID_NODES = 256
+LAUNCH_SMALL = (32, 1)
+LAUNCH_LARGE = (64, 2)
 
 
 def _next_pow2(n: int) -> int:
@@ -71,7 +73,6 @@ if triton is not None:
         VB: tl.constexpr,
         SB: tl.constexpr,
         PRECISION: tl.constexpr,
-        STAGES: tl.constexpr,
     ):
         p = tl.program_id(0)
         block = tl.program_id(1)
@@ -97,7 +98,7 @@ if triton is not None:
             other=0.0,
         ).to(tl.float32)
         w = tl.zeros([SB, YB], dtype=tl.float32)  # W rows of this program's sources
-        for x in tl.range((block * SB) // YB, X, num_stages=STAGES):
+        for x in range((block * SB) // YB, X):
             base = (p * X + x) * Y
             node = base + yy
             s0 = tl.load(s_ptr + node * 2, mask=col_ok, other=0.0).to(tl.float32)
@@ -146,7 +147,7 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
     )
     h = torch.zeros(B, H, X, Y, V, device=q.device, dtype=torch.float32)
     YB = max(16, _next_pow2(Y))
-    SB = SOURCE_BLOCK
+    SB, warps = LAUNCH_SMALL if X * YB <= SMALL_GRID_NODES else LAUNCH_LARGE
     _grid_parallel_fwd[(B * H, -(-X * YB // SB))](
         q,
         k,
@@ -166,8 +167,7 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
         SB=SB,
         # float32 inputs keep full float32 products; bf16 inputs get TF32 (10-bit mantissa)
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        STAGES=NUM_STAGES,
-        num_warps=NUM_WARPS,
+        num_warps=warps,
     )
     return h
 
