@@ -1,0 +1,1 @@
+"""Data sets: the arrow pointing generator, molecules (solubility) and TU-format graphs."""
