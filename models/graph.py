@@ -116,7 +116,51 @@ class _PLSTMGraphBlock(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-class PLSTMGraph(nn.Module):
+class _GraphModel(nn.Module):
+    """What PLSTMGraph and GIN share: argument checks, ``config``, head and ``forward``.
+
+    Subclasses set ``self.head`` and implement ``forward_features``.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        num_classes = _resolve_task(config["task"], config["num_classes"])
+        if config["num_node_features"] < 1:
+            raise ValueError(
+                f"num_node_features must be positive, got {config['num_node_features']}"
+            )
+        if config["num_edge_features"] < 0:
+            raise ValueError(f"num_edge_features must be >= 0, got {config['num_edge_features']}")
+        if config["depth"] < 1:
+            raise ValueError(f"depth must be positive, got {config['depth']}")
+        self._config = {**config, "num_classes": num_classes}
+        self.num_node_features = config["num_node_features"]
+        self.num_edge_features = config["num_edge_features"]
+        self.num_classes = num_classes
+        self.task = config["task"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Every constructor argument (JSON-serialisable): ``type(self)(**config)`` rebuilds."""
+        return dict(self._config)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled ``[G,D]`` → ``[G,num_classes]``."""
+        return self.head(features)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int | None = None,
+        edge_attr: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x ``[N,F]``, edge_index ``[2,E]``, batch ``[N]`` → ``[G,num_classes]``."""
+        return self.forward_head(self.forward_features(x, edge_index, batch, num_graphs, edge_attr))
+
+
+class PLSTMGraph(_GraphModel):
     """pLSTM on molecular / TU graphs given as DAGs (paper 5.4, D.4).
 
     node encoder (MLP) → ``depth`` pre-norm residual blocks (pLSTM-DAG layer + MLP ratio 4) →
@@ -152,31 +196,22 @@ class PLSTMGraph(nn.Module):
         method: str = "parallel",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        num_classes = _resolve_task(task, num_classes)
-        if num_node_features < 1:
-            raise ValueError(f"num_node_features must be positive, got {num_node_features}")
-        if num_edge_features < 0:
-            raise ValueError(f"num_edge_features must be >= 0, got {num_edge_features}")
-        if depth < 1:
-            raise ValueError(f"depth must be positive, got {depth}")
         if method not in DAG_METHODS:
             raise ValueError(f"method must be one of {list(DAG_METHODS)}, got {method!r}")
-        self._config = {
-            "num_node_features": num_node_features,
-            "num_classes": num_classes,
-            "task": task,
-            "dim": dim,
-            "depth": depth,
-            "num_heads": num_heads,
-            "num_edge_features": num_edge_features,
-            "method": method,
-            "dropout": dropout,
-        }
-        self.num_node_features = num_node_features
-        self.num_edge_features = num_edge_features
-        self.num_classes = num_classes
-        self.task = task
+        super().__init__(
+            {
+                "num_node_features": num_node_features,
+                "num_classes": num_classes,
+                "task": task,
+                "dim": dim,
+                "depth": depth,
+                "num_heads": num_heads,
+                "num_edge_features": num_edge_features,
+                "method": method,
+                "dropout": dropout,
+            }
+        )
+        num_classes = self.num_classes
         self.node_encoder = _MLP(num_node_features, dim, dim)
         self.edge_encoder = _EdgeToNodes(num_edge_features, dim) if num_edge_features > 0 else None
         self.blocks = nn.ModuleList(
@@ -189,9 +224,7 @@ class PLSTMGraph(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """Every constructor argument (JSON-serialisable): ``PLSTMGraph(**config)`` rebuilds."""
-        cfg = dict(self._config)
-        cfg["method"] = self.blocks[0].mixer.method
-        return cfg
+        return {**self._config, "method": self.method}
 
     @property
     def method(self) -> str:
@@ -227,23 +260,8 @@ class PLSTMGraph(nn.Module):
             h = block(h, *(forward_dag if i % 2 == 0 else backward_dag))
         return mean_pool(self.norm(h), batch, num_graphs)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled ``[G,D]`` → ``[G,num_classes]``."""
-        return self.head(features)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        edge_index: torch.Tensor,
-        batch: torch.Tensor,
-        num_graphs: int | None = None,
-        edge_attr: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x ``[N,F]``, edge_index ``[2,E]``, batch ``[N]`` → ``[G,num_classes]``."""
-        return self.forward_head(self.forward_features(x, edge_index, batch, num_graphs, edge_attr))
-
-
-class GIN(nn.Module):
+class GIN(_GraphModel):
     """Graph Isomorphism Network baseline (Xu et al. 2019), plain torch.
 
     Linear node encoder, then ``depth`` layers
@@ -265,27 +283,18 @@ class GIN(nn.Module):
         num_edge_features: int = 0,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        num_classes = _resolve_task(task, num_classes)
-        if num_node_features < 1:
-            raise ValueError(f"num_node_features must be positive, got {num_node_features}")
-        if num_edge_features < 0:
-            raise ValueError(f"num_edge_features must be >= 0, got {num_edge_features}")
-        if depth < 1:
-            raise ValueError(f"depth must be positive, got {depth}")
-        self._config = {
-            "num_node_features": num_node_features,
-            "num_classes": num_classes,
-            "task": task,
-            "dim": dim,
-            "depth": depth,
-            "num_edge_features": num_edge_features,
-            "dropout": dropout,
-        }
-        self.num_node_features = num_node_features
-        self.num_edge_features = num_edge_features
-        self.num_classes = num_classes
-        self.task = task
+        super().__init__(
+            {
+                "num_node_features": num_node_features,
+                "num_classes": num_classes,
+                "task": task,
+                "dim": dim,
+                "depth": depth,
+                "num_edge_features": num_edge_features,
+                "dropout": dropout,
+            }
+        )
+        num_classes = self.num_classes
         self.encoder = nn.Linear(num_node_features, dim)
         self.eps = nn.Parameter(torch.zeros(depth))
         self.mlps = nn.ModuleList(
@@ -301,11 +310,6 @@ class GIN(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, num_classes)
         )
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Every constructor argument (JSON-serialisable): ``GIN(**config)`` rebuilds."""
-        return dict(self._config)
 
     def forward_features(
         self,
@@ -330,18 +334,3 @@ class GIN(nn.Module):
             agg = torch.zeros_like(h).index_add_(0, dst, msg)
             h = self.drop(torch.relu(norm(mlp((1 + self.eps[i]) * h + agg))))
         return mean_pool(h, batch, num_graphs)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled ``[G,D]`` → ``[G,num_classes]``."""
-        return self.head(features)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        edge_index: torch.Tensor,
-        batch: torch.Tensor,
-        num_graphs: int | None = None,
-        edge_attr: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x ``[N,F]``, edge_index ``[2,E]``, batch ``[N]`` → ``[G,num_classes]``."""
-        return self.forward_head(self.forward_features(x, edge_index, batch, num_graphs, edge_attr))
