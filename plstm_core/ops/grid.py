@@ -16,6 +16,7 @@ from plstm_core.ops.grid_blocks import build_blocks
 from plstm_core.ops.grid_columns import column_gating_matrix
 from plstm_core.ops.grid_scan import scan_block_grid
 from plstm_core.ops.grid_triton import plstm_2d_parallel_triton, triton_supported
+from plstm_core.ops.sizes import next_pow2
 from plstm_core.ops.validation import (
     check_chunk_size,
     check_method,
@@ -27,10 +28,6 @@ from plstm_core.ops.validation import (
 )
 
 METHODS = ("parallel", "recurrent", "chunkwise")
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def _check_gates(
@@ -69,7 +66,7 @@ def _gating(source, transition, mark, direct) -> torch.Tensor:
     """G ``[B,H,N,N]`` from gates already in the compute dtype (see grid_gating_matrix)."""
     B, H, X, Y = direct.shape
     N = X * Y
-    s, t, m = _pad_gates(source, transition, mark, _next_pow2(X), Y)
+    s, t, m = _pad_gates(source, transition, mark, next_pow2(X), Y)
     G = column_gating_matrix(s, t, m)[:, :N, :N].reshape(B, H, N, N)
     return G + torch.diag_embed(direct.reshape(B, H, N))
 
@@ -149,7 +146,7 @@ def _chunkwise(q, k, v, source, transition, mark, direct, chunk_size: int):
     B, H, X, Y, _ = q.shape
     V = v.shape[-1]
     P = B * H
-    cx, cy = min(chunk_size, _next_pow2(X)), min(chunk_size, _next_pow2(Y))
+    cx, cy = min(chunk_size, next_pow2(X)), min(chunk_size, next_pow2(Y))
     X2, Y2 = -(-X // cx) * cx, -(-Y // cy) * cy
     s, t, m = _pad_gates(source, transition, mark, X2, Y2)
     blocks = build_blocks(s, t, m, cx, cy)
@@ -221,8 +218,11 @@ def plstm_2d(
             raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     out_dtype = output_dtype(*named.values())
     dtype = compute_dtype(*named.values())
-    if method == "parallel" and dtype == torch.float32 and k.dtype == q.dtype and triton_supported(
-        q, v
+    if (
+        method == "parallel"
+        and dtype == torch.float32
+        and k.dtype == q.dtype
+        and triton_supported(q, v)
     ):
         return plstm_2d_parallel_triton(_parallel_in_float32, *named.values()).to(out_dtype)
     args = [t.to(dtype) for t in named.values()]

@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from plstm_core.ops.sizes import next_pow2
+
 try:
     import triton
     import triton.language as tl
@@ -34,10 +36,6 @@ LAUNCH_SMALL = (32, 1)
 LAUNCH_LARGE = (64, 2)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def triton_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether :func:`plstm_2d_parallel_triton` can serve these inputs ``[B,H,X,Y,K|V]``."""
     if triton is None or not q.is_cuda or os.environ.get("PLSTM_DISABLE_TRITON") == "1":
@@ -45,7 +43,7 @@ def triton_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
     if q.dtype not in (torch.float32, torch.bfloat16) or q.dtype != v.dtype:
         return False
     _, _, X, Y, K = q.shape
-    return X * max(16, _next_pow2(Y)) <= MAX_NODES and K <= 128 and v.shape[-1] <= 128
+    return X * max(16, next_pow2(Y)) <= MAX_NODES and K <= 128 and v.shape[-1] <= 128
 
 
 if triton is not None:
@@ -146,7 +144,7 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
         t.contiguous() for t in (q, k, v, source, transition, mark, direct)
     )
     h = torch.zeros(B, H, X, Y, V, device=q.device, dtype=torch.float32)
-    YB = max(16, _next_pow2(Y))
+    YB = max(16, next_pow2(Y))
     SB, warps = LAUNCH_SMALL if X * YB <= SMALL_GRID_NODES else LAUNCH_LARGE
     _grid_parallel_fwd[(B * H, -(-X * YB // SB))](
         q,
@@ -162,8 +160,8 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
         K,
         V,
         YB=YB,
-        KB=max(16, _next_pow2(K)),
-        VB=max(16, _next_pow2(V)),
+        KB=max(16, next_pow2(K)),
+        VB=max(16, next_pow2(V)),
         SB=SB,
         # float32 inputs keep full float32 products; bf16 inputs get TF32 (10-bit mantissa)
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",

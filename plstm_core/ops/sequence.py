@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from plstm_core.ops.contraction import gated_linear_attention
+from plstm_core.ops.sizes import next_pow2
 from plstm_core.ops.validation import (
     check_chunk_size,
     check_method,
@@ -27,10 +28,6 @@ from plstm_core.ops.validation import (
 )
 
 METHODS = ("recurrent", "parallel", "chunkwise")
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
 
 
 def _pad_last(x: torch.Tensor, extra: int, value: float) -> torch.Tensor:
@@ -65,7 +62,7 @@ def _hierarchy(
     series dominated by the last one).
     """
     n = source.shape[-1]
-    n_pad = _next_pow2(n)
+    n_pad = next_pow2(n)
     extra = n_pad - n
     s = _pad_last(source, extra, 0.0)[..., None]  # [..., blocks, width]
     t = _pad_last(transition, extra, 1.0)  # [..., blocks]
