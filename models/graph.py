@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from plstm_core.layers.dag_layer import DAG_METHODS, PLSTMDAGLayer
-from plstm_core.ops.dag_structure import build_line_index
+from plstm_core.layers.dag_layer import DAG_METHODS, DagLayerPlan, PLSTMDAGLayer
 
 TASKS = ("classification", "regression")
 
@@ -110,9 +109,9 @@ class _PLSTMGraphBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, edge_index: torch.Tensor, line_index: torch.Tensor
+        self, x: torch.Tensor, edge_index: torch.Tensor, plan: DagLayerPlan
     ) -> torch.Tensor:
-        x = x + self.drop(self.mixer(self.norm1(x), edge_index, line_index))
+        x = x + self.drop(self.mixer(self.norm1(x), edge_index, plan=plan))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -253,11 +252,11 @@ class PLSTMGraph(_GraphModel):
         h = self.node_encoder(x)
         if self.edge_encoder is not None:
             h = h + self.edge_encoder(edge_attr, edge_index, N)
-        forward_dag = (edge_index, build_line_index(edge_index, num_nodes=N))
-        reversed_index = edge_index.flip(0)
-        backward_dag = (reversed_index, build_line_index(reversed_index, num_nodes=N))
+        # blocks alternate (mode, direction); each pair's DAG work is done once for all blocks
+        directions = (edge_index, edge_index.flip(0))
+        plans = [block.mixer.prepare(directions[i], N) for i, block in enumerate(self.blocks[:2])]
         for i, block in enumerate(self.blocks):
-            h = block(h, *(forward_dag if i % 2 == 0 else backward_dag))
+            h = block(h, directions[i % 2], plans[i % 2])
         return mean_pool(self.norm(h), batch, num_graphs)
 
 

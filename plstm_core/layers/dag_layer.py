@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -19,11 +21,20 @@ from plstm_core.layers.grid_layer import (
 )
 from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm
-from plstm_core.ops.dag import plstm_dag
+from plstm_core.ops.dag import DagPlan, plstm_dag, prepare_dag
 from plstm_core.ops.dag_structure import build_line_index
 
 DAG_METHODS = ("parallel", "recurrent")
 DAG_MODES = ("P", "D", "U")
+
+
+@dataclass(frozen=True)
+class DagLayerPlan:
+    """A DAG batch prepared once for every layer of one mode and method (see
+    :meth:`PLSTMDAGLayer.prepare`): the op's index plan on the layer's line graph."""
+
+    mode: str
+    plan: DagPlan
 
 
 class PLSTMDAGLayer(nn.Module):
@@ -119,18 +130,43 @@ class PLSTMDAGLayer(nn.Module):
             )
             raise ValueError(f"edge_index must be a long tensor of shape [2,E], got {got}")
 
+    def line_graph(self, edge_index: torch.Tensor, line_index: torch.Tensor) -> torch.Tensor:
+        """The line edges this layer's mode uses: all of them, or in D-mode the multitree
+        left by :func:`dmode_dag_keep` ``[2,L']``."""
+        if self.mode == "D":
+            return line_index[:, dmode_dag_keep(edge_index, line_index)]
+        return line_index
+
+    def prepare(
+        self, edge_index: torch.Tensor, num_nodes: int, line_index: torch.Tensor | None = None
+    ) -> DagLayerPlan:
+        """Validate a DAG batch and do its index work once, for every layer with this mode and
+        method (a model reuses it across its blocks and the backward pass)."""
+        self._check_method()
+        if line_index is None:
+            line_index = build_line_index(edge_index, num_nodes=num_nodes)
+        line_index = self.line_graph(edge_index, line_index)
+        plan = prepare_dag(edge_index, line_index, num_nodes, method=self.method)
+        return DagLayerPlan(self.mode, plan)
+
     def gates(
-        self, x: torch.Tensor, edge_index: torch.Tensor, line_index: torch.Tensor
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        line_index: torch.Tensor,
+        *,
+        pruned: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Gates for ``plstm_dag``: source, mark ``[E,H]``, direct ``[N,H]``, transition
         ``[L',H]`` and the line_index ``[2,L']`` they belong to (L' = L except in D-mode,
-        where the pruned line edges are dropped). float32 for bf16/fp16 x."""
+        where the pruned line edges are dropped; ``pruned=True``: line_index already is
+        :meth:`line_graph`'s). float32 for bf16/fp16 x."""
         src, tgt = edge_index[0], edge_index[1]
         source = torch.sigmoid(gate_logits(self.source_gate(x)).index_select(0, src))
         mark = torch.sigmoid(gate_logits(self.mark_gate(x)).index_select(0, tgt))
         direct = torch.sigmoid(gate_logits(self.direct_gate(x)))
-        if self.mode == "D":
-            line_index = line_index[:, dmode_dag_keep(edge_index, line_index)]
+        if not pruned:
+            line_index = self.line_graph(edge_index, line_index)
         e_out = line_index[1]
         shared = src.index_select(0, e_out)  # = target(e') = source(e)
         logit = gate_logits(self.transition_gate(x)).index_select(0, shared)
@@ -151,18 +187,27 @@ class PLSTMDAGLayer(nn.Module):
         }
 
     def mix(
-        self, x: torch.Tensor, edge_index: torch.Tensor, line_index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        line_index: torch.Tensor | None = None,
+        plan: DagLayerPlan | None = None,
     ) -> torch.Tensor:
-        """The pLSTM output before norm and projection: x ``[N,D]`` → ``[N,H,V]``."""
+        """The pLSTM output before norm and projection: x ``[N,D]`` → ``[N,H,V]``.
+
+        ``plan`` (from :meth:`prepare` on this edge_index) skips the per-call index work;
+        ``line_index`` is then taken from it."""
         self._check_method()
         self._check_inputs(x, edge_index)
-        if line_index is None:
-            line_index = build_line_index(edge_index, num_nodes=x.shape[0])
+        if plan is None:
+            plan = self.prepare(edge_index, x.shape[0], line_index)
+        elif plan.mode != self.mode:
+            raise ValueError(f"plan was prepared for mode {plan.mode!r}, layer is {self.mode!r}")
         N, H = x.shape[0], self.num_heads
         q = self.q_proj(x).reshape(N, H, self.qk_head_dim)
         k = self.k_proj(x).reshape(N, H, self.qk_head_dim) * self.qk_head_dim**-0.5
         v = self.v_proj(x).reshape(N, H, self.v_head_dim)
-        g = self.gates(x, edge_index, line_index)
+        g = self.gates(x, edge_index, plan.plan.line_index, pruned=True)
         return plstm_dag(
             q,
             k,
@@ -174,13 +219,19 @@ class PLSTMDAGLayer(nn.Module):
             edge_index,
             g["line_index"],
             method=self.method,
+            plan=plan.plan,
         )
 
     def forward(
-        self, x: torch.Tensor, edge_index: torch.Tensor, line_index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        line_index: torch.Tensor | None = None,
+        plan: DagLayerPlan | None = None,
     ) -> torch.Tensor:
-        """x ``[N,D]``, edge_index ``[2,E]``, line_index ``[2,L]`` (optional) → ``[N,D]``."""
-        h = self.mix(x, edge_index, line_index)
+        """x ``[N,D]``, edge_index ``[2,E]``, line_index ``[2,L]`` (optional), plan (optional,
+        from :meth:`prepare`) → ``[N,D]``."""
+        h = self.mix(x, edge_index, line_index, plan)
         h = self.norm(h).reshape(x.shape[0], self.dim)
         return self.out_proj(h.to(x.dtype))
 

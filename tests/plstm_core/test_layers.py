@@ -453,3 +453,21 @@ def test_dag_layer_no_edges() -> None:
     d = torch.sigmoid(layer.direct_gate(x))
     h = d[..., None] * (q * k).sum(-1, keepdim=True) * v
     torch.testing.assert_close(outs[0], layer.out_proj(layer.norm(h).reshape(N, -1)))
+
+
+@pytest.mark.parametrize("method", ["parallel", "recurrent"])
+def test_dag_layer_prepared_plan_is_reused(method: str) -> None:
+    g = _gen(77)
+    edge_index = random_dag_batch([6, 9, 4], g)
+    x = torch.randn(19, 8, generator=g, dtype=torch.float64)
+    for mode in ("P", "D"):
+        layer = PLSTMDAGLayer(8, 2, mode=mode, method=method).double()
+        for lin in (layer.source_gate, layer.mark_gate, layer.direct_gate, layer.transition_gate):
+            nn.init.normal_(lin.weight, std=0.5, generator=g)
+        plan = layer.prepare(edge_index, 19)
+        with_plan = layer(x, edge_index, plan=plan)
+        assert torch.allclose(with_plan, layer(x, edge_index), rtol=0, atol=1e-12)
+        assert torch.allclose(layer(x + 1, edge_index, plan=plan), layer(x + 1, edge_index))
+    other = PLSTMDAGLayer(8, 2, mode="P", method=method).double()
+    with pytest.raises(ValueError, match="plan was prepared for mode 'D'"):
+        other(x, edge_index, plan=plan)
