@@ -1,0 +1,178 @@
+"""Prometheus metrics of the server, in a dedicated registry (not the process-global one).
+
+Names and labels (fixed; dashboards depend on them):
+
+- ``plstm_requests_total{model,endpoint,status}`` counter
+- ``plstm_request_duration_seconds{model,endpoint}``, ``plstm_queue_duration_seconds{model}``,
+  ``plstm_inference_duration_seconds{model,path}``, ``plstm_batch_size{model}`` histograms
+  (the inference histogram's ``_count`` is the per-path inference count)
+- ``plstm_inflight_requests{model}``, ``plstm_queue_depth{model}`` gauges
+- ``plstm_model_info{model,version,architecture}`` (1 per loaded version),
+  ``plstm_model_eval_metric{model,metric}`` (the checkpoint's metrics.json values)
+- ``plstm_gpu_memory_bytes{device}`` (allocated bytes per CUDA device; only with CUDA)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# The contract fixes the exposed names; the *_created series would add one per counter and
+# histogram (this switch is process-wide).
+disable_created_metrics()
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+EVAL_METRIC_KEYS = ("accuracy", "rmse", "mae", "loss")
+"""The values of a metrics.json result exported as ``plstm_model_eval_metric`` (as
+``<result>/<key>``, e.g. ``test/accuracy``); bookkeeping keys such as seed are left out."""
+
+
+class Metrics:
+    """All server metrics in one :class:`CollectorRegistry`; one instance per app."""
+
+    def __init__(self, cuda: bool | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "plstm_requests_total",
+            "Requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "plstm_request_duration_seconds",
+            "Time from receiving a request to answering it.",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "plstm_queue_duration_seconds",
+            "Time a request waited in the batching queue before its batch started.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "plstm_inference_duration_seconds",
+            "Time of one batched model call, by inference path.",
+            ["model", "path"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "plstm_batch_size",
+            "Requests per executed batch.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "plstm_inflight_requests", "Requests being handled now.", ["model"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "plstm_queue_depth", "Requests waiting for a batch slot.", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "plstm_model_info",
+            "1 for every loaded model version.",
+            ["model", "version", "architecture"],
+            registry=r,
+        )
+        self.eval_metric = Gauge(
+            "plstm_model_eval_metric",
+            "Evaluation results recorded in the checkpoint's metrics.json.",
+            ["model", "metric"],
+            registry=r,
+        )
+        self.cuda = torch.cuda.is_available() if cuda is None else cuda
+        self.gpu_memory = (
+            Gauge(
+                "plstm_gpu_memory_bytes",
+                "GPU memory allocated by tensors, per CUDA device.",
+                ["device"],
+                registry=r,
+            )
+            if self.cuda
+            else None
+        )
+
+    def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request and record its duration."""
+        self.requests.labels(model, endpoint, str(status)).inc()
+        self.request_duration.labels(model, endpoint).observe(seconds)
+
+    def observe_inference(self, model: str, path: str, seconds: float) -> None:
+        self.inference_duration.labels(model, path).observe(seconds)
+
+    def set_model_info(
+        self, model: str, version: int, architecture: str, metrics: Mapping[str, Any]
+    ) -> None:
+        """Record a loaded model version and the evaluation values of its metrics.json
+        (``{result: {"accuracy": ..., ...}}`` → metric ``result/accuracy``)."""
+        self.model_info.labels(model, str(version), architecture).set(1)
+        for name, value in eval_metrics(metrics).items():
+            self.eval_metric.labels(model, name).set(value)
+
+    def update_gpu_memory(self) -> None:
+        if self.gpu_memory is None:
+            return
+        for i in range(torch.cuda.device_count()):
+            self.gpu_memory.labels(f"cuda:{i}").set(torch.cuda.memory_allocated(i))
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition for ``GET /metrics`` and its content type."""
+        self.update_gpu_memory()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``{"<result>/<key>": value}`` for the :data:`EVAL_METRIC_KEYS` numbers in metrics.json."""
+    out: dict[str, float] = {}
+    for result, values in metrics.items():
+        if not isinstance(values, Mapping):
+            continue
+        for key in EVAL_METRIC_KEYS:
+            value = values.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"{result}/{key}"] = float(value)
+    return out
+
+
+@lru_cache(maxsize=1)
+def get_metrics() -> Metrics:
+    """The process-wide :class:`Metrics`."""
+    return Metrics()
+
+
+def render() -> tuple[bytes, str]:
+    """``get_metrics().render()``: (body, content type) for ``GET /metrics``."""
+    return get_metrics().render()

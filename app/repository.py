@@ -1,0 +1,264 @@
+"""The model repository: ``<root>/<model name>/<version>/`` directories, one checkpoint each.
+
+A version directory is the checkpoint directory itself (``config.json``, ``model.safetensors``,
+``metrics.json``) or holds exactly one such directory. Versions are positive integers written
+without leading zeros; other directory names are skipped with a warning. Every version is
+loaded with :func:`models.checkpoint.load_checkpoint` (which verifies the weights' sha256),
+warmed up on every inference path and then marked READY; any failure marks only that version
+UNAVAILABLE, with the reason, and is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from app import backends
+from models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_metadata
+from models.graph import GIN, PLSTMGraph
+from models.molecule_features import MolGraph
+from models.registry import model_entry
+from models.vision import PLSTMVision, ViT
+
+logger = logging.getLogger(__name__)
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+WARMUP_GRAPH_NODES = 6
+
+
+class ModelNotFound(KeyError):
+    """No such model, or no such version of it."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        what = f"model {name!r}" if version is None else f"model {name!r} version {version}"
+        super().__init__(f"{what} not found")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    """One version of one model. ``model`` is None unless the checkpoint loaded; ``state``
+    is READY only after a successful warm-up."""
+
+    name: str
+    version: int
+    directory: Path
+    state: str = UNAVAILABLE
+    reason: str | None = None
+    architecture: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    input_spec: Any = None
+    preprocessing: Any = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    model: nn.Module | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    onnx_session: Any = None
+    """ONNX Runtime session (see :mod:`app.backends`); None unless an exporter set one."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held while the model runs: switching the pLSTM method is not thread-safe."""
+
+    @property
+    def kind(self) -> str | None:
+        """``"image"`` or ``"graph"`` from the architecture; None when it is unknown."""
+        return architecture_kind(self.architecture)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+
+def architecture_kind(architecture: str | None) -> str | None:
+    """``"image"`` for vision models, ``"graph"`` for graph models, else None."""
+    if architecture is None:
+        return None
+    try:
+        cls = model_entry(architecture).model_class
+    except ValueError:
+        return None
+    if cls is not None and issubclass(cls, PLSTMVision | ViT):
+        return "image"
+    if cls is not None and issubclass(cls, PLSTMGraph | GIN):
+        return "graph"
+    return None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → cuda when available, else cpu; ``"cuda"`` without CUDA → ValueError."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _parse_version(name: str) -> int | None:
+    if not name.isdigit() or name.startswith("0"):
+        return None
+    return int(name)
+
+
+def _checkpoint_dir(version_dir: Path) -> Path:
+    """The checkpoint directory of a version (the version dir itself or its only child that
+    holds a config.json); ValueError saying what is there instead."""
+    if (version_dir / CONFIG_FILE).is_file():
+        return version_dir
+    children = sorted(p for p in version_dir.iterdir() if (p / CONFIG_FILE).is_file())
+    if len(children) == 1:
+        return children[0]
+    if children:
+        names = [p.name for p in children]
+        raise ValueError(f"{version_dir}: several checkpoints {names}, expected one")
+    if not any(version_dir.iterdir()):
+        raise ValueError(f"{version_dir}: empty version directory (no checkpoint)")
+    raise ValueError(f"{version_dir}: no checkpoint ({CONFIG_FILE} not found)")
+
+
+def _warmup_image(entry: ModelEntry) -> torch.Tensor:
+    spec = entry.input_spec if isinstance(entry.input_spec, dict) else {}
+    size = entry.config.get("img_size", 32)
+    height = int(spec.get("height", size))
+    width = int(spec.get("width", size))
+    chans = int(entry.config.get("in_chans", 3))
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(1, chans, height, width, generator=gen)
+
+
+def _warmup_graph(entry: ModelEntry) -> MolGraph:
+    """A random chain of :data:`WARMUP_GRAPH_NODES` nodes with the model's feature sizes."""
+    gen = torch.Generator().manual_seed(0)
+    n = WARMUP_GRAPH_NODES
+    nodes = int(entry.config["num_node_features"])
+    edges = int(entry.config.get("num_edge_features", 0))
+    edge_index = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
+    return MolGraph(
+        torch.rand(n, nodes, generator=gen), edge_index, torch.rand(n - 1, edges, generator=gen)
+    )
+
+
+def warm_up(entry: ModelEntry) -> None:
+    """Run every explicit inference path of ``entry`` once on a dummy input of the training
+    size; ValueError if a path fails or gives non-finite outputs."""
+    for path in backends.model_paths(entry):
+        if entry.kind == "image":
+            out = backends.run_images(entry, _warmup_image(entry), path)
+        else:
+            out = backends.run_graphs(entry, [_warmup_graph(entry)], path)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"warm-up on path {path!r} gave non-finite outputs")
+
+
+class ModelRepository:
+    """Loads and holds every model version under ``path`` on ``device`` ("auto" | "cpu" |
+    "cuda" | a torch.device)."""
+
+    def __init__(
+        self, path: str | os.PathLike, device: str | torch.device = "cpu", warmup: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.device = resolve_device(device)
+        self.warmup = warmup
+        self._entries: dict[str, dict[int, ModelEntry]] = {}
+
+    def load_all(self) -> list[ModelEntry]:
+        """Scan the repository and load every version (replacing what was loaded before).
+        ValueError if the repository directory does not exist."""
+        if not self.path.is_dir():
+            raise ValueError(f"model repository {self.path} is not a directory")
+        entries: dict[str, dict[int, ModelEntry]] = {}
+        for model_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
+            if not MODEL_NAME.match(model_dir.name):
+                logger.warning("skipping %s: not a valid model name", model_dir)
+                continue
+            versions: dict[int, ModelEntry] = {}
+            for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+                version = _parse_version(version_dir.name)
+                if version is None:
+                    logger.warning("skipping %s: versions are positive integers", version_dir)
+                    continue
+                versions[version] = self._load(model_dir.name, version, version_dir)
+            if versions:
+                entries[model_dir.name] = dict(sorted(versions.items()))
+            else:
+                logger.warning("skipping %s: no version directories", model_dir)
+        self._entries = entries
+        return self.entries()
+
+    def _load(self, name: str, version: int, version_dir: Path) -> ModelEntry:
+        entry = ModelEntry(name=name, version=version, directory=version_dir, device=self.device)
+        try:
+            directory = _checkpoint_dir(version_dir)
+            entry.directory = directory
+            # fill in what describes the model even when the weights turn out bad
+            with contextlib.suppress(ValueError):
+                entry.architecture = read_checkpoint_metadata(directory)["architecture"]
+            checkpoint = load_checkpoint(directory, device=self.device)
+            entry.architecture = checkpoint.architecture
+            entry.config = dict(checkpoint.model.config)
+            entry.labels = list(checkpoint.labels)
+            entry.input_spec = checkpoint.input_spec
+            entry.preprocessing = checkpoint.preprocessing
+            entry.metrics = checkpoint.metrics
+            entry.weights_sha256 = checkpoint.weights_sha256
+            if entry.kind is None:
+                raise ValueError(f"architecture {entry.architecture!r} cannot be served")
+            entry.model = checkpoint.model
+            if self.warmup:
+                warm_up(entry)
+        except (ValueError, OSError, RuntimeError) as exc:
+            entry.model = None
+            entry.state = UNAVAILABLE
+            entry.reason = str(exc)
+            logger.error("model %s version %d is UNAVAILABLE: %s", name, version, exc)
+            return entry
+        entry.state = READY
+        logger.info(
+            "model %s version %d READY (%s on %s)", name, version, entry.architecture, self.device
+        )
+        return entry
+
+    def entries(self) -> list[ModelEntry]:
+        """Every version of every model, by name then version."""
+        return [e for name in sorted(self._entries) for e in self._entries[name].values()]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def versions(self, name: str) -> list[ModelEntry]:
+        """The versions of ``name``, lowest first; :class:`ModelNotFound` if there is none."""
+        if name not in self._entries:
+            raise ModelNotFound(name)
+        return list(self._entries[name].values())
+
+    def get(self, name: str, version: int | None = None) -> ModelEntry:
+        """Version ``version`` of ``name``; without a version the latest: the highest READY
+        version, or the highest version when none is ready. :class:`ModelNotFound` otherwise."""
+        versions = self._entries.get(name)
+        if not versions:
+            raise ModelNotFound(name)
+        if version is not None:
+            if version not in versions:
+                raise ModelNotFound(name, version)
+            return versions[version]
+        ready = [e for e in versions.values() if e.ready]
+        return ready[-1] if ready else list(versions.values())[-1]

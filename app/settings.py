@@ -1,0 +1,110 @@
+"""Server settings from environment variables (prefix ``PLSTM_``), e.g. ``PLSTM_PORT=8080``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class Settings(BaseSettings):
+    """Every field is read from ``PLSTM_<FIELD NAME>`` (case-insensitive); the descriptions
+    are the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="PLSTM_", case_sensitive=False, extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Server worker processes; each loads every model (mind the GPU memory).",
+    )
+    model_repository: Path = Field(
+        Path("model_repository"),
+        description="Directory laid out as <model name>/<version>/ with one checkpoint per "
+        "version (versions are positive integers; the highest is the latest).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run: cpu, cuda, or auto (cuda when available)."
+    )
+    max_batch_size: int = Field(
+        32, ge=1, description="Most requests (images or graphs) the dynamic batcher joins."
+    )
+    max_delay_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest time the batcher waits for more requests after the first one "
+        "of a batch (milliseconds).",
+    )
+    max_queue_size: int = Field(
+        256,
+        ge=1,
+        description="Requests that may wait per model; beyond it the server answers 503 with "
+        "Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a request may wait and run before it gets a 504."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes (else 413)."
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Largest accepted image (width x height, before any resize); larger "
+        "images, including decompression bombs, are rejected.",
+    )
+    max_atoms: int = Field(500, ge=1, description="Most heavy atoms accepted per molecule.")
+    max_graphs_per_request: int = Field(
+        64, ge=1, description="Most graphs accepted in one predict request."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, every request except health and metrics must send it as "
+        "'Authorization: Bearer <key>' or 'X-API-Key' (else 401).",
+    )
+    onnx: bool = Field(
+        False,
+        description="Load ONNX Runtime sessions exported next to the checkpoints and allow "
+        "path=onnx.",
+    )
+    auto_chunkwise_tokens: int = Field(
+        4096,
+        ge=1,
+        description="path=auto runs the chunkwise form for pLSTM vision models when an image "
+        "has more patches (tokens) than this, else the parallel form.",
+    )
+    log_level: str = Field("info", description=f"Logging level: one of {', '.join(LOG_LEVELS)}.")
+    warmup: bool = Field(
+        True,
+        description="Run every inference path of every model once on a dummy input before "
+        "the model is reported ready.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {list(LOG_LEVELS)}, got {value!r}")
+        return level
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once (``get_settings.cache_clear()``
+    re-reads them)."""
+    return Settings()

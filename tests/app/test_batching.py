@@ -1,0 +1,193 @@
+"""Dynamic batcher: batching, routing, failure isolation, queue limit, timeout, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import pytest
+
+from app.batching import Batcher, QueueFull, RequestTimeout, ShuttingDown
+from app.metrics import Metrics
+
+
+class Recorder:
+    """A batch function that records its calls and returns 10·x (or an error for negatives)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[tuple[object, list[int]]] = []
+        self.threads: set[int] = set()
+        self.delay = delay
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, key: object, items: list[int]) -> list[object]:
+        self.threads.add(threading.get_ident())
+        self.calls.append((key, list(items)))
+        self.release.wait(5)
+        time.sleep(self.delay)
+        return [ValueError(f"item {x} is negative") if x < 0 else 10 * x for x in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_submits_are_batched_and_routed() -> None:
+    fn = Recorder()
+    metrics = Metrics(cuda=False)
+
+    async def main() -> list[int]:
+        batcher = Batcher(fn, 4, 50, 100, metrics=metrics, model="m")
+        rng = random.Random(0)
+        values = [rng.randrange(1, 1000) for _ in range(10)]
+        results = await asyncio.gather(*(batcher.submit(v, "k") for v in values))
+        await batcher.drain()
+        return values, results
+
+    values, results = run(main())
+    assert results == [10 * v for v in values]
+    assert [len(items) for _, items in fn.calls] == [4, 4, 2]
+    assert [x for _, items in fn.calls for x in items] == values
+    assert threading.get_ident() not in fn.threads  # off the event loop
+    registry = metrics.registry
+    assert registry.get_sample_value("plstm_batch_size_count", {"model": "m"}) == 3
+    assert registry.get_sample_value("plstm_batch_size_sum", {"model": "m"}) == 10
+    assert registry.get_sample_value("plstm_queue_duration_seconds_count", {"model": "m"}) == 10
+    assert registry.get_sample_value("plstm_queue_depth", {"model": "m"}) == 0
+
+
+def test_groups_are_batched_separately() -> None:
+    fn = Recorder()
+
+    async def main() -> list[int]:
+        batcher = Batcher(fn, 8, 20, 100)
+        keys = ["a", "b", "a", "b", "a"]
+        results = await asyncio.gather(*(batcher.submit(i, k) for i, k in enumerate(keys)))
+        await batcher.drain()
+        return results
+
+    assert run(main()) == [0, 10, 20, 30, 40]
+    assert sorted(fn.calls, key=lambda c: c[0]) == [("a", [0, 2, 4]), ("b", [1, 3])]
+
+
+def test_max_delay_closes_a_partial_batch() -> None:
+    fn = Recorder()
+
+    async def main() -> tuple[int, float]:
+        batcher = Batcher(fn, 64, 30, 100)
+        start = time.perf_counter()
+        first = await batcher.submit(3, "k")
+        elapsed = time.perf_counter() - start
+        second = await batcher.submit(4, "k")
+        await batcher.drain()
+        return first + second, elapsed
+
+    total, elapsed = run(main())
+    assert total == 70 and 0.025 <= elapsed < 1.0
+    assert [items for _, items in fn.calls] == [[3], [4]]
+
+
+def test_one_bad_item_fails_alone() -> None:
+    fn = Recorder()
+
+    async def main() -> list[object]:
+        batcher = Batcher(fn, 8, 20, 100)
+        out = await asyncio.gather(
+            *(batcher.submit(v, "k") for v in (1, -2, 3)), return_exceptions=True
+        )
+        await batcher.drain()
+        return out
+
+    first, second, third = run(main())
+    assert (first, third) == (10, 30)
+    assert isinstance(second, ValueError) and str(second) == "item -2 is negative"
+    assert len(fn.calls) == 1
+
+
+def test_failing_batch_function_reaches_every_caller() -> None:
+    def broken(key: object, items: list[int]) -> list[int]:
+        raise RuntimeError("device lost")
+
+    def short(key: object, items: list[int]) -> list[int]:
+        return items[:1]
+
+    async def main(fn) -> list[object]:
+        batcher = Batcher(fn, 8, 10, 100)
+        out = await asyncio.gather(*(batcher.submit(v, 0) for v in (1, 2)), return_exceptions=True)
+        await batcher.drain()
+        return out
+
+    assert [str(e) for e in run(main(broken))] == ["device lost", "device lost"]
+    errors = run(main(short))
+    assert all(isinstance(e, RuntimeError) and "1 results for 2 items" in str(e) for e in errors)
+
+
+def test_queue_full() -> None:
+    fn = Recorder()
+    fn.release.clear()  # the first batch blocks in the worker
+
+    async def main() -> None:
+        batcher = Batcher(fn, 2, 200, 3)
+        running = [asyncio.ensure_future(batcher.submit(v, "k")) for v in (1, 2)]
+        await asyncio.sleep(0.05)  # batch [1, 2] closed (full) and running
+        waiting = [asyncio.ensure_future(batcher.submit(v, "k")) for v in (3, 4, 5)]
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 3
+        with pytest.raises(QueueFull, match="full"):
+            await batcher.submit(6, "k")
+        fn.release.set()
+        assert await asyncio.gather(*running, *waiting) == [10, 20, 30, 40, 50]
+        assert await batcher.submit(6, "k") == 60  # room again
+        await batcher.drain()
+
+    run(main())
+
+
+def test_timeout_frees_the_slot_and_others_still_succeed() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> None:
+        batcher = Batcher(fn, 1, 0, 10, timeout_s=0.1)
+        running = asyncio.ensure_future(batcher.submit(1, "k"))
+        await asyncio.sleep(0.02)
+        with pytest.raises(RequestTimeout) as info:
+            await batcher.submit(2, "k")  # queued behind the blocked batch
+        assert isinstance(info.value, asyncio.TimeoutError)
+        assert batcher.queue_depth == 0
+        fn.release.set()
+        assert await batcher.submit(3, "k", timeout=5) == 30
+        with pytest.raises(RequestTimeout):
+            await running  # its own batch ran too long
+        await batcher.drain()
+
+    run(main())
+    assert [items for _, items in fn.calls] == [[1], [3]]  # the timed-out item never ran
+
+
+def test_drain_finishes_in_flight_and_refuses_new() -> None:
+    fn = Recorder(delay=0.05)
+
+    async def main() -> list[int]:
+        batcher = Batcher(fn, 2, 1000, 100)
+        pending = [asyncio.ensure_future(batcher.submit(v, "k")) for v in (1, 2, 3)]
+        await asyncio.sleep(0.01)  # [1, 2] running; [3] waits for its 1 s delay
+        start = time.perf_counter()
+        await batcher.drain()
+        assert time.perf_counter() - start < 0.9  # drain does not wait out the delay
+        assert all(p.done() for p in pending)
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(4, "k")
+        return [p.result() for p in pending]
+
+    assert run(main()) == [10, 20, 30]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher(Recorder(), 0, 5, 10)
+    with pytest.raises(ValueError, match="max_queue_size"):
+        Batcher(Recorder(), 4, 5, 0)
