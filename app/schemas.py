@@ -1,0 +1,594 @@
+"""Pydantic models of every JSON body of the service contract (DESIGN.md section 7).
+
+Friendly API (``/v1``): model listings, ``classify`` responses, ``predict`` requests and
+responses. Open Inference Protocol v2 (``/v2``, KServe / Triton REST, JSON tensors only):
+server and model metadata, inference requests and responses. Errors: ``{"error": "..."}``.
+Every field carries a description and every model an example, so ``/docs`` documents them.
+
+Limits that depend on settings (max graphs per request, max atoms per graph) are checked by
+:meth:`PredictRequest.check_limits`, which validation also runs when the caller passes them
+as validation context: ``PredictRequest.model_validate(body, context={"max_graphs": 64,
+"max_atoms": 256})``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+PATHS = ("auto", "parallel", "recurrent", "chunkwise", "onnx")
+"""Inference paths a client may ask for; ``auto`` lets the server choose."""
+RESIZE_MODES = ("model", "native")
+
+INTEGER_RANGES = {
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+}
+FLOAT_DATATYPES = ("FP16", "BF16", "FP32", "FP64")
+DATATYPES = ("BOOL", *INTEGER_RANGES, *FLOAT_DATATYPES, "BYTES")
+"""The Open Inference Protocol v2 tensor datatypes."""
+
+Datatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "BF16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+
+
+class LimitExceeded(ValueError):
+    """A request is larger than the server allows; ``status_code`` is the HTTP answer."""
+
+    status_code = 422
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _example(**example: Any) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
+
+
+# ---------------------------------------------------------------------------- common
+
+
+class ErrorResponse(_Schema):
+    """Every error answer (4xx / 5xx) of both APIs."""
+
+    model_config = _example(error="graphs[2].smiles: invalid SMILES 'C1CC'")
+    error: str = Field(description="What went wrong, naming the field or limit at fault.")
+
+
+class Timings(_Schema):
+    """Server-side durations of one request, in milliseconds."""
+
+    model_config = _example(queue_ms=1.2, inference_ms=8.4, total_ms=11.0)
+    queue_ms: float = Field(ge=0, description="Time spent waiting in the batching queue.")
+    inference_ms: float = Field(ge=0, description="Time of the model call of the batch.")
+    total_ms: float = Field(ge=0, description="Time from receiving the request to answering.")
+
+
+class Prediction(_Schema):
+    """One class and its probability."""
+
+    model_config = _example(label="pointing", index=1, probability=0.93)
+    label: str = Field(description="Class name recorded in the checkpoint.")
+    index: int = Field(ge=0, description="Class index (output position of the model).")
+    probability: float = Field(ge=0, le=1, description="Softmax probability of the class.")
+
+
+class ImageSize(_Schema):
+    """An image size in pixels."""
+
+    model_config = _example(height=96, width=96)
+    height: int = Field(ge=1, description="Height in pixels.")
+    width: int = Field(ge=1, description="Width in pixels.")
+
+
+# ---------------------------------------------------------------------------- /v1 models
+
+
+_MODEL_SUMMARY_EXAMPLE: dict[str, Any] = dict(
+    name="arrow-plstm",
+    version="1",
+    versions=["1"],
+    architecture="plstm_vis_t",
+    kind="image",
+    task="classification",
+    labels=["not_pointing", "pointing"],
+    ready=True,
+    paths=["parallel", "recurrent", "chunkwise"],
+    input={"kind": "image", "height": 96, "width": 96, "patch_size": 8},
+    preprocessing={"color": "grayscale", "rescale": 1 / 255},
+    metrics={"test": {"dataset": "arrow-pointing", "split": "test", "seed": 0, "acc": 0.97}},
+    weights_sha256="9f2c" + "0" * 60,
+)
+
+
+class ModelSummary(_Schema):
+    """One served model version (``GET /v1/models`` items, ``GET /v1/models/{name}``)."""
+
+    model_config = _example(**_MODEL_SUMMARY_EXAMPLE)
+    name: str = Field(description="Model name (directory under the model repository).")
+    version: str = Field(description="Version that answers requests without a version.")
+    versions: list[str] = Field(description="All loaded versions of this model.")
+    architecture: str = Field(description="Registry name of the network, e.g. plstm_vis_t.")
+    kind: Literal["image", "graph"] = Field(description="Input kind: images or molecules.")
+    task: Literal["classification", "regression"] = Field(description="Output kind.")
+    labels: list[str] = Field(description="Class names, or regression target names.")
+    ready: bool = Field(description="Loaded and warmed up; requests are accepted.")
+    paths: list[str] = Field(description="Inference paths this model supports.")
+    input: Any = Field(default=None, description="Input spec recorded by training.")
+    preprocessing: Any = Field(default=None, description="Preprocessing recorded by training.")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Evaluation results recorded in the checkpoint."
+    )
+    weights_sha256: str = Field(description="sha256 of the weights file.")
+
+
+class ModelList(_Schema):
+    """``GET /v1/models``."""
+
+    model_config = _example(models=[_MODEL_SUMMARY_EXAMPLE])
+    models: list[ModelSummary] = Field(description="Every served model (default versions).")
+
+
+class ClassifyResponse(_Schema):
+    """``POST /v1/models/{name}/classify``."""
+
+    model_config = _example(
+        model="arrow-plstm",
+        version="1",
+        path="parallel",
+        resize="native",
+        image_size={"height": 128, "width": 136},
+        original_size={"height": 128, "width": 130},
+        timings={"queue_ms": 0.4, "inference_ms": 9.1, "total_ms": 12.3},
+        predictions=[
+            {"label": "pointing", "index": 1, "probability": 0.93},
+            {"label": "not_pointing", "index": 0, "probability": 0.07},
+        ],
+    )
+    model: str = Field(description="Model name.")
+    version: str = Field(description="Model version that answered.")
+    path: str = Field(description="Inference path used (parallel, recurrent, chunkwise, onnx).")
+    resize: Literal["model", "native"] = Field(
+        description="model: resized to the training size; native: padded to the patch grid."
+    )
+    image_size: ImageSize = Field(description="Size of the tensor fed to the model.")
+    original_size: ImageSize = Field(description="Size of the uploaded image (upright).")
+    timings: Timings = Field(description="Server-side durations.")
+    predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
+
+
+# ---------------------------------------------------------------------------- /v1 predict
+
+
+class AtomSpec(_Schema):
+    """One atom given as an object (all keys but ``element`` optional)."""
+
+    model_config = _example(element="N", charge=1, aromatic=False, hydrogens=3)
+    element: str = Field(description="Element symbol, e.g. C, N, O, Cl.")
+    charge: StrictInt | None = Field(default=None, description="Formal charge (default 0).")
+    aromatic: StrictBool | None = Field(default=None, description="Aromatic atom flag.")
+    hydrogens: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        description="Total attached hydrogens; omitted: RDKit fills the valence implicitly.",
+    )
+
+
+Bond = tuple[StrictInt, StrictInt, StrictInt | StrictFloat]
+
+
+class GraphInput(_Schema):
+    """One molecule: either ``smiles`` or ``atoms`` (+ ``bonds``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"smiles": "CCO"},
+                {"atoms": ["C", "C", {"element": "O"}], "bonds": [[0, 1, 1], [1, 2, 1]]},
+            ]
+        },
+    )
+    smiles: str | None = Field(
+        default=None, description="The molecule as a SMILES string.", examples=["c1ccccc1O"]
+    )
+    atoms: list[str | AtomSpec] | None = Field(
+        default=None,
+        description="Atoms as element symbols or atom objects; hydrogens may be listed.",
+        examples=[["C", "C", "O"]],
+    )
+    bonds: list[Bond] | None = Field(
+        default=None,
+        description="Bonds [i, j, order]: 0-based atom indices, order 1, 2, 3 or 1.5 "
+        "(aromatic). Only with atoms; omitted means no bonds.",
+        examples=[[[0, 1, 1], [1, 2, 1]]],
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> GraphInput:
+        if self.smiles is not None and (self.atoms is not None or self.bonds is not None):
+            raise ValueError("give either smiles or atoms/bonds, not both")
+        if self.smiles is None and self.atoms is None:
+            raise ValueError("give smiles or atoms (with bonds)")
+        return self
+
+    def heavy_atom_count(self) -> int | None:
+        """Listed non-hydrogen atoms (None for a SMILES graph)."""
+        if self.atoms is None:
+            return None
+        return sum((a if isinstance(a, str) else a.element) != "H" for a in self.atoms)
+
+    def atom_payload(self) -> list[Any]:
+        """``atoms`` as :func:`models.molecule_features.featurize_graph` takes them."""
+        return [
+            a if isinstance(a, str) else a.model_dump(exclude_none=True) for a in self.atoms or []
+        ]
+
+
+class PredictRequest(_Schema):
+    """``POST /v1/models/{name}/predict``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "graphs": [
+                        {"smiles": "CCO"},
+                        {"atoms": ["C", "O"], "bonds": [[0, 1, 2]]},
+                    ]
+                }
+            ]
+        },
+    )
+    graphs: list[GraphInput] = Field(
+        min_length=1, description="Molecules to predict, answered in the same order."
+    )
+
+    def check_limits(self, *, max_graphs: int | None = None, max_atoms: int | None = None) -> None:
+        """Raise :class:`LimitExceeded` for more than ``max_graphs`` graphs or a graph listing
+        more than ``max_atoms`` heavy (non-hydrogen) atoms; SMILES are counted after parsing
+        (:mod:`app.molecules`). ``None`` skips a limit."""
+        if max_graphs is not None and len(self.graphs) > max_graphs:
+            raise LimitExceeded(
+                f"graphs: {len(self.graphs)} graphs exceed the limit of {max_graphs} per request"
+            )
+        if max_atoms is not None:
+            for g, graph in enumerate(self.graphs):
+                heavy = graph.heavy_atom_count()
+                if heavy is not None and heavy > max_atoms:
+                    raise LimitExceeded(
+                        f"graphs[{g}].atoms: {heavy} heavy atoms exceed the limit of "
+                        f"{max_atoms} per graph"
+                    )
+
+    @model_validator(mode="after")
+    def _context_limits(self, info: ValidationInfo) -> PredictRequest:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        self.check_limits(max_graphs=context.get("max_graphs"), max_atoms=context.get("max_atoms"))
+        return self
+
+
+class RegressionValue(_Schema):
+    """One predicted regression target."""
+
+    model_config = _example(name="log_solubility", value=-2.31)
+    name: str = Field(description="Target name recorded in the checkpoint.")
+    value: float = Field(description="Predicted value.")
+
+
+class GraphResult(_Schema):
+    """The answer for one graph: ``predictions`` (classification) or ``values``
+    (regression)."""
+
+    model_config = _example(
+        index=0,
+        num_atoms=3,
+        predictions=[{"label": "high", "index": 2, "probability": 0.81}],
+        values=None,
+    )
+    index: int = Field(ge=0, description="Position of the graph in the request.")
+    num_atoms: int = Field(ge=1, description="Heavy atoms of the featurized graph.")
+    predictions: list[Prediction] | None = Field(
+        default=None, description="Classes, most probable first (classification models)."
+    )
+    values: list[RegressionValue] | None = Field(
+        default=None, description="One value per target (regression models)."
+    )
+
+
+class PredictResponse(_Schema):
+    """``POST /v1/models/{name}/predict``."""
+
+    model_config = _example(
+        model="solubility-plstm",
+        version="1",
+        path="parallel",
+        task="regression",
+        timings={"queue_ms": 0.3, "inference_ms": 4.0, "total_ms": 6.2},
+        results=[
+            {"index": 0, "num_atoms": 3, "values": [{"name": "log_solubility", "value": 1.1}]}
+        ],
+    )
+    model: str = Field(description="Model name.")
+    version: str = Field(description="Model version that answered.")
+    path: str = Field(description="Inference path used (parallel, recurrent, onnx).")
+    task: Literal["classification", "regression"] = Field(description="Output kind.")
+    timings: Timings = Field(description="Server-side durations.")
+    results: list[GraphResult] = Field(description="One result per request graph, in order.")
+
+
+# ---------------------------------------------------------------------------- /v2 (OIP)
+
+
+def flatten_data(data: Any) -> list[Any]:
+    """Row-major flattening of a (possibly nested) JSON tensor ``data`` list."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(item, list) for item in data):
+        return data
+    out: list[Any] = []
+    stack: list[Iterable[Any]] = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _check_element(datatype: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid ``datatype`` element, or None."""
+    if datatype == "BOOL":
+        return None if isinstance(value, bool) else "expected true or false"
+    if datatype == "BYTES":
+        return None if isinstance(value, str) else "expected a string"
+    if datatype in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[datatype]
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "expected an integer"
+        return None if low <= value <= high else f"out of the {datatype} range [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "expected a number"
+    return None if math.isfinite(value) else "expected a finite number"
+
+
+def check_tensor(name: str, shape: Sequence[int], datatype: str, data: Any) -> list[Any]:
+    """Validate a JSON tensor; returns its flattened data. ValueError names the problem:
+    unknown datatype, shape product != number of elements, element of the wrong type."""
+    if datatype not in DATATYPES:
+        raise ValueError(f"{name}: unknown datatype {datatype!r} (one of {', '.join(DATATYPES)})")
+    flat = flatten_data(data)
+    expected = math.prod(shape)
+    if expected != len(flat):
+        raise ValueError(
+            f"{name}: shape {list(shape)} holds {expected} elements but data has {len(flat)}"
+        )
+    for i, value in enumerate(flat):
+        problem = _check_element(datatype, value)
+        if problem is not None:
+            raise ValueError(f"{name}: data[{i}] = {value!r}: {problem} for {datatype}")
+    return flat
+
+
+NonNegative = Annotated[int, Field(ge=0)]
+Dimension = Annotated[int, Field(ge=-1)]
+
+
+class ServerMetadata(_Schema):
+    """``GET /v2``."""
+
+    model_config = _example(name="plstm", version="0.1.0", extensions=["model_repository"])
+    name: str = Field(description="Server name.")
+    version: str = Field(description="Server version.")
+    extensions: list[str] = Field(description="Supported protocol extensions.")
+
+
+class TensorMetadata(_Schema):
+    """One input or output of a model."""
+
+    model_config = _example(name="images", datatype="FP32", shape=[-1, 3, -1, -1])
+    name: str = Field(min_length=1, description="Tensor name.")
+    datatype: Datatype = Field(description="Element type (OIP v2 datatype).")
+    shape: list[Dimension] = Field(description="Shape; -1 marks a variable dimension.")
+
+
+class ModelMetadata(_Schema):
+    """``GET /v2/models/{name}[/versions/{version}]``."""
+
+    model_config = _example(
+        name="arrow-plstm",
+        versions=["1"],
+        platform="pytorch",
+        inputs=[{"name": "images", "datatype": "FP32", "shape": [-1, 3, -1, -1]}],
+        outputs=[{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
+    )
+    name: str = Field(description="Model name.")
+    versions: list[str] = Field(description="Available versions.")
+    platform: str = Field(description="Framework the model runs on.")
+    inputs: list[TensorMetadata] = Field(description="Input tensors the model accepts.")
+    outputs: list[TensorMetadata] = Field(description="Output tensors the model produces.")
+
+
+class ModelReady(_Schema):
+    """``GET /v2/models/{name}[/versions/{version}]/ready`` body (status 200 or 503)."""
+
+    model_config = _example(name="arrow-plstm", ready=True)
+    name: str = Field(description="Model name.")
+    ready: bool = Field(description="Whether the model accepts inference requests.")
+
+
+class RequestInput(_Schema):
+    """One input tensor of an inference request (JSON data, row-major)."""
+
+    model_config = _example(
+        name="smiles", shape=[2], datatype="BYTES", data=["CCO", "c1ccccc1"], parameters=None
+    )
+    name: str = Field(min_length=1, description="Input name from the model metadata.")
+    shape: list[NonNegative] = Field(description="Tensor shape.")
+    datatype: str = Field(
+        description="Element type: BOOL, UINT8..INT64, FP16..FP64, BYTES.",
+        json_schema_extra={"enum": list(DATATYPES)},
+    )
+    data: list[Any] = Field(description="Elements, flat or nested, in row-major order.")
+    parameters: dict[str, Any] | None = Field(default=None, description="Optional parameters.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RequestInput:
+        check_tensor(f"input {self.name!r}", self.shape, self.datatype, self.data)
+        return self
+
+    def flat_data(self) -> list[Any]:
+        """The elements as one flat row-major list."""
+        return flatten_data(self.data)
+
+
+class RequestOutput(_Schema):
+    """One requested output."""
+
+    model_config = _example(name="probabilities", parameters={"binary_data": False})
+    name: str = Field(min_length=1, description="Output name from the model metadata.")
+    parameters: dict[str, Any] | None = Field(default=None, description="Optional parameters.")
+
+
+def _unique(names: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what}: name {name!r} given twice")
+        seen.add(name)
+
+
+class InferenceRequest(_Schema):
+    """``POST /v2/models/{name}[/versions/{version}]/infer``."""
+
+    model_config = _example(
+        id="42",
+        inputs=[{"name": "smiles", "shape": [1], "datatype": "BYTES", "data": ["CCO"]}],
+        outputs=[{"name": "probabilities"}],
+    )
+    id: str | None = Field(default=None, description="Request id, echoed in the response.")
+    parameters: dict[str, Any] | None = Field(default=None, description="Optional parameters.")
+    inputs: list[RequestInput] = Field(min_length=1, description="Input tensors.")
+    outputs: list[RequestOutput] | None = Field(
+        default=None, description="Outputs to return; omitted: all of them."
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique_inputs(cls, inputs: list[RequestInput]) -> list[RequestInput]:
+        _unique((i.name for i in inputs), "inputs")
+        return inputs
+
+    @field_validator("outputs")
+    @classmethod
+    def _unique_outputs(cls, outputs: list[RequestOutput] | None) -> list[RequestOutput] | None:
+        _unique((o.name for o in outputs or []), "outputs")
+        return outputs
+
+
+class ResponseOutput(_Schema):
+    """One output tensor of an inference response."""
+
+    model_config = _example(
+        name="probabilities", shape=[1, 2], datatype="FP32", data=[0.1, 0.9], parameters=None
+    )
+    name: str = Field(min_length=1, description="Output name.")
+    shape: list[NonNegative] = Field(description="Tensor shape.")
+    datatype: Datatype = Field(description="Element type (OIP v2 datatype).")
+    data: list[Any] = Field(description="Elements as a flat row-major list.")
+    parameters: dict[str, Any] | None = Field(default=None, description="Optional parameters.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResponseOutput:
+        check_tensor(f"output {self.name!r}", self.shape, self.datatype, self.data)
+        return self
+
+
+class InferenceResponse(_Schema):
+    """``POST /v2/models/{name}[/versions/{version}]/infer`` answer."""
+
+    model_config = _example(
+        model_name="solubility-plstm",
+        model_version="1",
+        id="42",
+        outputs=[
+            {"name": "probabilities", "shape": [1, 3], "datatype": "FP32", "data": [0.1, 0.2, 0.7]}
+        ],
+    )
+    model_name: str = Field(description="Model name.")
+    model_version: str | None = Field(default=None, description="Model version that answered.")
+    id: str | None = Field(default=None, description="The request id, if one was given.")
+    parameters: dict[str, Any] | None = Field(default=None, description="Optional parameters.")
+    outputs: list[ResponseOutput] = Field(description="Output tensors.")
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def format_location(loc: Sequence[int | str]) -> str:
+    """A pydantic error location → ``graphs[2].smiles`` (a leading ``body`` is dropped)."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_error_message(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> str:
+    """Pydantic / FastAPI validation errors → one line for :class:`ErrorResponse`, each
+    problem as ``field.path: message`` (at most ``limit``, then a count)."""
+    lines = []
+    for error in errors[:limit]:
+        where = format_location(error.get("loc", ()))
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    if len(errors) > limit:
+        lines.append(f"... and {len(errors) - limit} more")
+    return "; ".join(lines) or "invalid request"
