@@ -7,6 +7,7 @@ Subcommands:
   table of errors and times: a first look that the library works on this machine.
 - ``plstm train <experiment>``: trains a model (``training.cli``; imported only when used, so
   the other subcommands do not load the training package).
+- ``plstm serve``: runs the model server (``app.cli``; imported only when used, likewise).
 """
 
 from __future__ import annotations
@@ -433,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         "see `plstm train --help`",
         add_help=False,
     ).set_defaults(func=None)
+    # Parsed by app.cli (see main); listed here for `plstm --help`.
+    sub.add_parser(
+        "serve",
+        help="serve the models of a model repository over HTTP; see `plstm serve --help`",
+        add_help=False,
+    ).set_defaults(func=None)
     return parser
 
 
@@ -443,11 +450,20 @@ def run_train(argv: Sequence[str]) -> int:
     return train_main(list(argv), prog="plstm train")
 
 
+def run_serve(argv: Sequence[str]) -> int:
+    """``plstm serve ARGS``: hands the arguments to ``app.cli`` (imported here, lazily)."""
+    from app.cli import main as serve_main
+
+    return serve_main(["serve", *argv], prog="plstm")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plstm`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         return run_train(argv[1:])
+    if argv[:1] == ["serve"]:
+        return run_serve(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,0 +1,102 @@
+"""``plstm serve`` (also ``python -m app.cli serve``): run the model server with uvicorn.
+
+Flags override the ``PLSTM_*`` environment variables (they are written into the environment
+before the server starts, so every worker process sees them); everything else comes from the
+environment (:class:`app.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from app.settings import LOG_LEVELS, Settings, get_settings
+
+FLAG_SETTINGS = ("host", "port", "workers", "model_repository", "device", "log_level")
+
+
+def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="pLSTM model server.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the models of a model repository over HTTP",
+        description="Serve every model under the model repository (/v1 friendly API, /v2 Open "
+        "Inference Protocol, /metrics). Flags override the PLSTM_* environment variables.",
+    )
+    serve.add_argument("--host", help="bind address (PLSTM_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="TCP port (PLSTM_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (PLSTM_WORKERS, default 1)")
+    serve.add_argument(
+        "--model-repository",
+        help="directory of <model>/<version>/ checkpoints (PLSTM_MODEL_REPOSITORY)",
+    )
+    serve.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help="where models run (PLSTM_DEVICE)"
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (PLSTM_LOG_LEVEL)")
+    return parser
+
+
+def create_logged_app() -> FastAPI:
+    """The uvicorn app factory: JSON logging, then :func:`app.main.create_app`."""
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    for key in FLAG_SETTINGS:
+        value = getattr(args, key)
+        if value is not None:
+            os.environ[f"PLSTM_{key.upper()}"] = str(value)
+    get_settings.cache_clear()
+    try:
+        settings: Settings = get_settings()
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if not settings.model_repository.is_dir():
+        print(f"model repository {settings.model_repository} is not a directory", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from app.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    # uvicorn re-raises the signal that stopped it once shutdown is done; with the default
+    # handler that would end the process as "killed by SIGTERM" after a clean drain
+    stopped_by: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
+    uvicorn.run(
+        "app.cli:create_logged_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m app.cli") -> int:
+    """Entry point; ``argv`` starts with the subcommand (``serve``). Returns the exit status."""
+    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

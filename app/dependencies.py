@@ -1,0 +1,65 @@
+"""FastAPI dependencies: the app's settings, repository, metrics and model runtimes, and the
+optional API key check (``PLSTM_API_KEY``)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import ApiError
+from app.inference import ModelRuntime
+from app.metrics import Metrics
+from app.repository import ModelRepository
+from app.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_repository(request: Request) -> ModelRepository:
+    return request.app.state.repository
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_runtimes(request: Request) -> dict[tuple[str, int], ModelRuntime]:
+    """READY model versions by (name, version); empty before start-up finished."""
+    return request.app.state.runtimes
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimesDep = Annotated[dict[tuple[str, int], ModelRuntime], Depends(get_runtimes)]
+
+
+def _given_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key")
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """401 unless the key is configured off or sent as ``Authorization: Bearer <key>`` or
+    ``X-API-Key``."""
+    if settings.api_key is None:
+        return
+    given = _given_key(request)
+    expected = settings.api_key.get_secret_value()
+    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+ApiKey = Depends(require_api_key)

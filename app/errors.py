@@ -1,0 +1,108 @@
+"""Exception → HTTP answer. Every error body is ``{"error": "..."}`` (DESIGN.md section 7).
+
+Bad input never becomes a 500: request validation → 422 naming the field, images → their
+:class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400,
+unknown models → 404, a full queue or a draining server → 503 with ``Retry-After``, a request
+past its timeout → 504. Anything else is a server fault: logged with its traceback, answered
+500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.images import ImageError
+from app.molecules import InvalidGraph, InvalidTensor
+from app.repository import ModelNotFound
+from app.schemas import LimitExceeded, validation_error_message
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error answer raised by a route: ``status_code``, ``message`` and extra headers."""
+
+    def __init__(
+        self, status_code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """``{"error": message}`` with ``status_code``."""
+    return JSONResponse({"error": message}, status_code=status_code, headers=dict(headers or {}))
+
+
+def unavailable(message: str) -> ApiError:
+    """503 with Retry-After."""
+    return ApiError(503, message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.message, exc.headers)
+
+
+async def _with_status(request: Request, exc: Exception) -> JSONResponse:
+    """Errors carrying ``status_code`` and ``message`` (images, graphs, tensors, limits)."""
+    status = int(getattr(exc, "status_code", 400))
+    return error_response(status, str(getattr(exc, "message", exc)))
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, str(exc))
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _shutting_down(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _timeout(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(504, f"request timed out: {exc}")
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, validation_error_message(list(exc.errors())))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every handler of this module on ``app``."""
+    app.add_exception_handler(ApiError, _api_error)
+    for cls in (ImageError, InvalidGraph, InvalidTensor, LimitExceeded):
+        app.add_exception_handler(cls, _with_status)
+    app.add_exception_handler(ModelNotFound, _not_found)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(RequestTimeout, _timeout)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,140 @@
+"""One :class:`ModelRuntime` per READY model version: its dynamic batcher and batch functions.
+
+Images are batched per group key ``(C, H, W, path)`` (one stacked tensor per batch), graph
+requests per ``path`` (all graphs of the batch's requests in one disjoint-union call). If a
+batch call fails, each of its items is run alone, so a bad item never harms the others: only
+its own caller gets the error (:class:`InferenceFailed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app import backends
+from app.batching import Batcher
+from app.errors import ApiError
+from app.images import ImageSpec
+from app.metrics import Metrics
+from app.repository import UNAVAILABLE, ModelEntry, ModelRepository
+from app.settings import Settings
+from models.molecule_features import MolGraph
+
+logger = logging.getLogger(__name__)
+
+
+class InferenceFailed(ApiError):
+    """The model call failed for one request: 422 when the input did not fit the model
+    (ValueError), else 500."""
+
+    def __init__(self, exc: Exception) -> None:
+        status = 422 if isinstance(exc, ValueError) else 500
+        super().__init__(status, f"inference failed: {exc}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``outputs``: logits ``[C]`` of one image, or outputs ``[G,C]`` of a request's G graphs;
+    ``inference_s``: time of the batch's model call; ``queue_s``: time waiting before it."""
+
+    outputs: torch.Tensor
+    inference_s: float
+    queue_s: float
+
+
+class ModelRuntime:
+    """A READY model version, its :class:`ImageSpec` (image models) and its batcher."""
+
+    def __init__(
+        self, entry: ModelEntry, settings: Settings, metrics: Metrics, spec: ImageSpec | None
+    ) -> None:
+        self.entry = entry
+        self.spec = spec
+        self.metrics = metrics
+        self.batcher = Batcher(
+            self._run_batch,
+            settings.max_batch_size,
+            settings.max_delay_ms,
+            settings.max_queue_size,
+            timeout_s=settings.request_timeout_s,
+            metrics=metrics,
+            model=entry.name,
+        )
+
+    def _call(self, path: str, items: Sequence[Any]) -> list[torch.Tensor]:
+        """Run ``items`` as one model call; one output per item."""
+        if self.entry.kind == "image":
+            logits = backends.run_images(self.entry, torch.stack(list(items)), path)
+            return list(logits.unbind(0))
+        graphs = [g for item in items for g in item]
+        outputs = backends.run_graphs(self.entry, graphs, path)
+        return list(outputs.split([len(item) for item in items]))
+
+    def _timed(self, path: str, items: Sequence[Any]) -> list[tuple[torch.Tensor, float]]:
+        start = time.perf_counter()
+        outputs = self._call(path, items)
+        seconds = time.perf_counter() - start
+        self.metrics.observe_inference(self.entry.name, path, seconds)
+        return [(out, seconds) for out in outputs]
+
+    def _run_batch(self, key: Hashable, items: list[Any]) -> list[Any]:
+        path = key[-1] if isinstance(key, tuple) else key
+        assert isinstance(path, str)
+        try:
+            return self._timed(path, items)
+        except (ValueError, RuntimeError) as exc:
+            if len(items) == 1:
+                return [InferenceFailed(exc)]
+            logger.warning(
+                "batch of %d on %s failed (%s); running items alone", len(items), path, exc
+            )
+        results: list[Any] = []
+        for item in items:
+            try:
+                results.extend(self._timed(path, [item]))
+            except (ValueError, RuntimeError) as exc:
+                results.append(InferenceFailed(exc))
+        return results
+
+    async def _submit(self, item: Any, key: Hashable) -> Outcome:
+        start = time.perf_counter()
+        output, inference_s = await self.batcher.submit(item, key)
+        waited = time.perf_counter() - start
+        return Outcome(output, inference_s, max(0.0, waited - inference_s))
+
+    async def classify(self, image: torch.Tensor, path: str) -> Outcome:
+        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``."""
+        c, h, w = image.shape
+        return await self._submit(image, (c, h, w, path))
+
+    async def predict(self, graphs: list[MolGraph], path: str) -> Outcome:
+        """G graphs, explicit ``path`` → outputs ``[G,C]``."""
+        return await self._submit(graphs, path)
+
+
+def build_runtimes(
+    repository: ModelRepository, settings: Settings, metrics: Metrics
+) -> dict[tuple[str, int], ModelRuntime]:
+    """Runtimes of every READY version; an image model whose recorded input spec is unusable
+    is marked UNAVAILABLE instead."""
+    runtimes: dict[tuple[str, int], ModelRuntime] = {}
+    for entry in repository.entries():
+        if not entry.ready:
+            continue
+        spec = None
+        if entry.kind == "image":
+            try:
+                spec = ImageSpec.from_metadata(entry.input_spec, entry.preprocessing, entry.config)
+            except ValueError as exc:
+                entry.state, entry.reason = UNAVAILABLE, f"unusable input spec: {exc}"
+                logger.error(
+                    "model %s version %d is UNAVAILABLE: %s", entry.name, entry.version, exc
+                )
+                continue
+        runtimes[(entry.name, entry.version)] = ModelRuntime(entry, settings, metrics, spec)
+    return runtimes

@@ -1,0 +1,48 @@
+"""HTTP routes: ``v1`` (friendly API), ``v2`` (Open Inference Protocol v2), ``ops`` (metrics,
+health). Shared here: finding the runtime that answers a model request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import Request
+
+from app.errors import unavailable
+from app.inference import ModelRuntime
+from app.metrics import Metrics
+from app.repository import ModelEntry, ModelRepository
+
+
+def find_entry(request: Request, name: str, version: int | None = None) -> ModelEntry:
+    """The entry of ``name`` (``version`` or the latest); ModelNotFound (404) otherwise."""
+    repository: ModelRepository = request.app.state.repository
+    return repository.get(name, version)
+
+
+def find_runtime(request: Request, name: str, version: int | None = None) -> ModelRuntime:
+    """The runtime answering ``name`` / ``version``: 404 for an unknown model or version, 503
+    while the server starts, drains, or when that version is not ready."""
+    if request.app.state.draining:
+        raise unavailable("the server is shutting down")
+    if not request.app.state.ready:
+        raise unavailable("the server is starting: models are still loading")
+    entry = find_entry(request, name, version)
+    runtime = request.app.state.runtimes.get((entry.name, entry.version))
+    if runtime is None or not entry.ready:
+        raise unavailable(
+            f"model {name!r} version {entry.version} is unavailable: {entry.reason or 'not ready'}"
+        )
+    return runtime
+
+
+@contextmanager
+def inflight(request: Request, model: str) -> Iterator[None]:
+    """Counts the request in ``plstm_inflight_requests{model}`` while it is handled."""
+    metrics: Metrics = request.app.state.metrics
+    gauge = metrics.inflight.labels(model)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
