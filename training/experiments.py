@@ -23,6 +23,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
+from models.image_spec import grayscale_image_spec
 from models.registry import create_model
 from training.data.arrows import (
     TEST_SIZE,
@@ -236,6 +237,9 @@ def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
         scale=scale,
     )
     info = {"scale": scale, "resolution": resolution, "patch_size": patch}
+    input_spec, preprocessing = grayscale_image_spec(
+        resolution, patch, extrapolation_size=ext_resolution
+    )
     return RunSpec(
         experiment=experiment.name,
         model=model,
@@ -247,25 +251,9 @@ def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
         train_set=train,
         val_set=val,
         test_sets=test_sets,
-        input_spec={
-            "kind": "image",
-            "layout": "CHW",
-            "channels": 3,
-            "height": resolution,
-            "width": resolution,
-            "patch_size": patch,
-            "size_multiple": patch,
-            "extrapolation_size": ext_resolution,
-            "dtype": "float32",
-            "value_range": [0.0, 1.0],
-        },
+        input_spec=input_spec,
         preprocessing={
-            "color": "grayscale",
-            "replicate_channels": 3,
-            "rescale": 1.0 / 255.0,
-            "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0],
-            "resize": "bicubic",
+            **preprocessing,
             "note": "black shapes (0) on white (1); any size that is a multiple of patch_size",
         },
         data_info={

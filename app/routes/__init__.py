@@ -1,5 +1,5 @@
 """HTTP routes: ``v1`` (friendly API), ``v2`` (Open Inference Protocol v2), ``ops`` (metrics,
-health). Shared here: finding the runtime that answers a model request."""
+health). Shared here: finding the runtime that answers a model request and its path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 from fastapi import Request
 
-from app.errors import unavailable
+from app import backends
+from app.errors import ApiError, unavailable
 from app.inference import ModelRuntime
 from app.metrics import Metrics
 from app.repository import ModelEntry, ModelRepository
@@ -46,3 +47,12 @@ def inflight(request: Request, model: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
+
+
+def resolve_path(entry: ModelEntry, path: str, tokens: int, *, status: int, field: str) -> str:
+    """The inference path for ``path`` (auto resolved); an unusable one is an ApiError with
+    ``status`` naming the request ``field``."""
+    try:
+        return backends.resolve_path(entry, path, tokens)
+    except ValueError as exc:
+        raise ApiError(status, f"{field}: {exc}") from None

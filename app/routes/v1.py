@@ -18,7 +18,7 @@ from app.images import load_image
 from app.inference import Outcome
 from app.molecules import graphs_from_request
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight
+from app.routes import find_entry, find_runtime, inflight, resolve_path
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -88,10 +88,7 @@ def _ranked(probabilities: torch.Tensor, labels: list[str], k: int) -> list[Pred
 
 
 def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    try:
-        return backends.resolve_path(entry, path, tokens)
-    except ValueError as exc:
-        raise ApiError(422, f"path: {exc}") from None
+    return resolve_path(entry, path, tokens, status=422, field="path")
 
 
 @router.get("/models", response_model=ModelList, summary="List the served models")

@@ -25,7 +25,7 @@ from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, error_response
 from app.molecules import graphs_from_tensor, images_from_tensor
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight
+from app.routes import find_entry, find_runtime, inflight, resolve_path
 from app.routes.v1 import ERRORS
 from app.schemas import (
     PATHS,
@@ -156,10 +156,7 @@ def _path(parsed: InferenceRequest) -> str:
 
 
 def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    try:
-        return backends.resolve_path(entry, path, tokens)
-    except ValueError as exc:
-        raise ApiError(400, f"parameters.path: {exc}") from None
+    return resolve_path(entry, path, tokens, status=400, field="parameters.path")
 
 
 @router.post("/models/{name}/infer", response_model=InferenceResponse, summary="Inference")

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import save_checkpoint
+from models.image_spec import grayscale_image_spec
 from models.molecule_features import NUM_EDGE_FEATURES, NUM_NODE_FEATURES
 from models.registry import create_model
 
@@ -35,31 +36,15 @@ def make_repository(root: Path) -> Path:
         num_heads=2,
         chunk_size=2,
     )
+    input_spec, preprocessing = grayscale_image_spec(IMG, PATCH)
     save_checkpoint(
         vis,
         root / "vis" / "1",
         name="plstm_vis_t",
         labels=VIS_LABELS,
         metrics=METRICS,
-        input_spec={
-            "kind": "image",
-            "layout": "CHW",
-            "channels": 3,
-            "height": IMG,
-            "width": IMG,
-            "patch_size": PATCH,
-            "size_multiple": PATCH,
-            "dtype": "float32",
-            "value_range": [0.0, 1.0],
-        },
-        preprocessing={
-            "color": "grayscale",
-            "replicate_channels": 3,
-            "rescale": 1.0 / 255.0,
-            "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0],
-            "resize": "bicubic",
-        },
+        input_spec=input_spec,
+        preprocessing=preprocessing,
     )
     graph = {
         "num_node_features": NUM_NODE_FEATURES,

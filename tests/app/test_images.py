@@ -20,6 +20,7 @@ from app.images import (
     preprocess_image,
 )
 from models import create_model, load_checkpoint, save_checkpoint
+from models.image_spec import grayscale_image_spec
 
 
 def _rgb(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -263,27 +264,14 @@ def test_checkpoint_spec_feeds_the_model_at_native_size(tmp_path):
     model = create_model(
         "plstm_vis_t", img_size=16, patch_size=8, num_classes=2, dim=16, depth=2, num_heads=2
     )
+    input_spec, preprocessing = grayscale_image_spec(16, 8)
     save_checkpoint(
         model,
         tmp_path / "ckpt",
         name="plstm_vis_t",
         labels=["not_pointing", "pointing"],
-        input_spec={
-            "kind": "image",
-            "layout": "CHW",
-            "channels": 3,
-            "height": 16,
-            "width": 16,
-            "patch_size": 8,
-        },
-        preprocessing={
-            "color": "grayscale",
-            "replicate_channels": 3,
-            "rescale": 1 / 255,
-            "mean": [0.0] * 3,
-            "std": [1.0] * 3,
-            "resize": "bicubic",
-        },
+        input_spec=input_spec,
+        preprocessing=preprocessing,
     )
     checkpoint = load_checkpoint(tmp_path / "ckpt")
     spec = ImageSpec.from_checkpoint(checkpoint)
