@@ -6,8 +6,10 @@ per item, where an item's result may be an exception instance, which is raised t
 caller only. If ``fn`` itself raises, every caller of the batch gets that exception.
 
 A batch closes when it holds ``max_batch_size`` items or ``max_delay_ms`` after its first item
-arrived, whichever comes first. At most ``max_queue_size`` items wait (not yet running); beyond
-that :meth:`Batcher.submit` raises :class:`QueueFull`.
+arrived, whichever comes first; if the worker is still running a batch at that time, the batch
+stays open (filling up to ``max_batch_size``) until the worker is free, so under load batches
+grow instead of queueing up as many small ones. At most ``max_queue_size`` items wait (not yet
+running); beyond that :meth:`Batcher.submit` raises :class:`QueueFull`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Batcher:
         self.model = model
         self._open: dict[Hashable, list[_Item]] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._due: dict[Hashable, None] = {}  # past their delay, waiting for a free worker
         self._ready: asyncio.Queue[tuple[Hashable, list[_Item]]] | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{model}")
@@ -114,7 +117,7 @@ class Batcher:
         if len(batch) >= self.max_batch_size:
             self._close(group_key)
         elif len(batch) == 1:
-            self._timers[group_key] = loop.call_later(self.max_delay, self._close, group_key)
+            self._timers[group_key] = loop.call_later(self.max_delay, self._delay_over, group_key)
         timeout = self.timeout_s if timeout is None else timeout
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
@@ -155,8 +158,18 @@ class Batcher:
         if self._idle is not None and depth == 0 and not self._running:
             self._idle.set()
 
+    def _delay_over(self, key: Hashable) -> None:
+        """The batch of ``key`` waited ``max_delay``: close it, or, while the worker runs a
+        batch, mark it due (the worker closes it when that batch is done)."""
+        self._timers.pop(key, None)
+        if self._running:
+            self._due[key] = None
+        else:
+            self._close(key)
+
     def _close(self, key: Hashable) -> None:
         """Move the open batch of ``key`` to the ready queue."""
+        self._due.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -182,6 +195,8 @@ class Batcher:
         assert self._ready is not None
         loop = asyncio.get_running_loop()
         while True:
+            for due in list(self._due):
+                self._close(due)
             key, batch = await self._ready.get()
             batch = [p for p in batch if not p.started]
             if not batch:

@@ -1,8 +1,10 @@
 """Training and inference throughput of pLSTM-Vis against ViT, side by side in one run.
 
-One training step = forward + backward + AdamW step under bf16 autocast (as `plstm train`
-runs on a GPU); inference = forward under no_grad. Prints a markdown table of samples/s and the
-top CUDA kernels of one pLSTM training step.
+One training step = forward + backward + fused AdamW step under bf16 autocast (as `plstm train`
+runs on a GPU), timed eagerly and with forward + backward replayed from CUDA graphs
+(training.cuda_graph.GraphedTraining, the `plstm train` default on one GPU); inference =
+forward under no_grad. Prints a markdown table of samples/s and the top CUDA kernels of one
+eager pLSTM training step.
 Usage: python bench/bench_models.py [--img 96] [--patch 8] [--batch 128] [--quick] [--out DIR]
 """
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from models import create_model
+from training.cuda_graph import GraphedTraining
 
 
 def time_step(step, device: torch.device, reps: int) -> float:
@@ -63,11 +66,11 @@ def main() -> None:
         model = create_model(
             name, img_size=args.img, patch_size=args.patch, num_classes=2, **tiny, **extra
         ).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
-        def train_step(model=model, opt=opt):
+        def train_step(forward=model, opt=opt):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(images), labels)
+                loss = F.cross_entropy(forward(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -78,12 +81,17 @@ def main() -> None:
 
         label = name + (f" ({extra['method']})" if "method" in extra else "")
         train_s = time_step(train_step, device, args.reps)
+        graphed_s = None
+        if device.type == "cuda":
+            graphed = GraphedTraining(model, amp=amp)
+            graphed_s = time_step(lambda g=graphed: train_step(forward=g), device, args.reps)
         infer_s = time_step(infer_step, device, args.reps)
         rows.append(
             {
                 "model": label,
                 "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
                 "train_samples_per_s": args.batch / train_s,
+                "train_graph_samples_per_s": graphed_s and args.batch / graphed_s,
                 "infer_samples_per_s": args.batch / infer_s,
             }
         )
@@ -95,17 +103,23 @@ def main() -> None:
             profiled = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
         del model, opt
     vit = rows[0]["train_samples_per_s"]
+    vit_graph = rows[0]["train_graph_samples_per_s"]
     lines = [
         f"batch {args.batch}, {args.img} px, patch {args.patch}, bf16 autocast={amp}, "
         f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}",
         "",
-        "| model | params (M) | train samples/s | ViT time / this time | inference samples/s |",
-        "|---|---|---|---|---|",
+        "| model | params (M) | train samples/s (eager) | this time / ViT time (eager) | "
+        "train samples/s (CUDA graph) | this time / ViT time (CUDA graph) | "
+        "inference samples/s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        graph = r["train_graph_samples_per_s"]
+        graph_cells = f"{graph:.0f} | {vit_graph / graph:.2f}" if graph else "- | -"
         lines.append(
             f"| {r['model']} | {r['params_M']:.2f} | {r['train_samples_per_s']:.0f} | "
-            f"{r['train_samples_per_s'] / vit:.2f} | {r['infer_samples_per_s']:.0f} |"
+            f"{vit / r['train_samples_per_s']:.2f} | {graph_cells} | "
+            f"{r['infer_samples_per_s']:.0f} |"
         )
     table = "\n".join(lines)
     os.makedirs(args.out, exist_ok=True)

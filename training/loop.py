@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint, unwrap_model
+from training.cuda_graph import GraphedTraining
 from training.distributed import (
     DistEnv,
     EpochShardSampler,
@@ -108,7 +109,9 @@ class TrainConfig:
     """Optimisation and run settings. ``batch_size`` is global (split over the processes);
     ``warmup_steps`` (when set) replaces ``warmup_epochs``; ``max_steps`` stops early without
     changing the schedule (which always spans ``epochs``); ``amp`` None = bf16 autocast on
-    CUDA only; ``grad_clip`` None or 0 = off; ``log_every`` 0 = epoch rows only."""
+    CUDA only; ``cuda_graph`` None = CUDA graphs for image runs on one GPU
+    (:class:`training.cuda_graph.GraphedTraining`); ``grad_clip`` None or 0 = off;
+    ``log_every`` 0 = epoch rows only."""
 
     epochs: int
     batch_size: int
@@ -121,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     amp: bool | None = None
+    cuda_graph: bool | None = None
     workers: int = 0
     log_every: int = 0
     export_dtype: str = "fp32"
@@ -253,6 +257,18 @@ class Trainer:
             )
         else:
             self.train_model = self.model
+        use_graph = config.cuda_graph
+        if use_graph is None:
+            use_graph = (
+                self.device.type == "cuda"
+                and not self.env.is_distributed
+                and spec.input_kind == "image"
+            )
+        if use_graph and (self.device.type != "cuda" or self.env.is_distributed):
+            raise ValueError("cuda_graph needs a CUDA device and a single process")
+        self.forward: Callable[..., torch.Tensor] = (
+            GraphedTraining(self.model, amp=self.amp) if use_graph else self.train_model
+        )
         if config.batch_size % self.env.world_size:
             raise ValueError(
                 f"batch size {config.batch_size} is not divisible by the "
@@ -434,7 +450,7 @@ class Trainer:
             torch.manual_seed(_step_seed(cfg.seed, self.step, self.env.rank))
             inputs, targets, n = self._unpack(batch)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                outputs = self.train_model(*inputs)
+                outputs = self.forward(*inputs)
             loss, loss_sum, quality = self._loss(outputs, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -52,10 +52,13 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups` of ``model`` with peak learning rate ``lr``."""
+    """AdamW over :func:`parameter_groups` of ``model`` with peak learning rate ``lr``; the
+    fused (one-kernel) implementation when every parameter is on a CUDA device."""
     lr = _check_number("lr", lr, 0.0, strict=True)
     weight_decay = _check_number("weight_decay", weight_decay, 0.0)
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas)
+    groups = parameter_groups(model, weight_decay)
+    fused = all(p.is_cuda for g in groups for p in g["params"]) or None
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
 def warmup_cosine_factor(

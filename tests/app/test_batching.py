@@ -146,6 +146,29 @@ def test_queue_full() -> None:
     run(main())
 
 
+def test_batch_keeps_filling_past_its_delay_while_the_worker_is_busy() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> list[int]:
+        batcher = Batcher(fn, 8, 1, 100)
+        first = asyncio.ensure_future(batcher.submit(1, "k"))
+        while not fn.calls:  # [1] runs and holds the worker
+            await asyncio.sleep(0.001)
+        rest = []
+        for v in (2, 3, 4):
+            rest.append(asyncio.ensure_future(batcher.submit(v, "k")))
+            await asyncio.sleep(0.01)  # each waits 10x the 1 ms delay
+        assert batcher.queue_depth == 3 and len(fn.calls) == 1
+        fn.release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.drain()
+        return results
+
+    assert run(main()) == [10, 20, 30, 40]
+    assert [items for _, items in fn.calls] == [[1], [2, 3, 4]]  # one batch, not three
+
+
 def test_timeout_frees_the_slot_and_others_still_succeed() -> None:
     fn = Recorder()
     fn.release.clear()
