@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the app's settings, repository, metrics and model runtimes, and the
+"""FastAPI dependencies (async: plain functions would each cost a thread-pool hop per request):
+the app's settings, repository, metrics and model runtimes, and the
 optional API key check (``PLSTM_API_KEY``)."""
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ from app.repository import ModelRepository
 from app.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_repository(request: Request) -> ModelRepository:
+async def get_repository(request: Request) -> ModelRepository:
     return request.app.state.repository
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_runtimes(request: Request) -> dict[tuple[str, int], ModelRuntime]:
+async def get_runtimes(request: Request) -> dict[tuple[str, int], ModelRuntime]:
     """READY model versions by (name, version); empty before start-up finished."""
     return request.app.state.runtimes
 
@@ -47,7 +48,7 @@ def _given_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """401 unless the key is configured off or sent as ``Authorization: Bearer <key>`` or
     ``X-API-Key``."""
     if settings.api_key is None:

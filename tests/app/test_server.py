@@ -142,12 +142,15 @@ def test_stock_triton_client(server: tuple[str, subprocess.Popen, Any]) -> None:
 
 def test_sigterm_exits_cleanly(server: tuple[str, subprocess.Popen, Any]) -> None:
     base, proc, log = server
+    # its own request: under xdist the tests sharing this server may run in other workers
+    r = httpx.get(f"{base}/v1/models/nope", headers={"X-Request-ID": "srv-term"})
+    assert r.status_code == 404
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     log.flush()
     log.seek(0)
     lines = log.read()
     assert '"message": "drained"' in lines
-    assert '"request_id": "srv-1"' in lines
+    assert '"request_id": "srv-term"' in lines
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/v2/health/live", timeout=2)
