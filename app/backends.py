@@ -5,16 +5,23 @@ matrices (fast for small grids), ``chunkwise`` bounds memory on large grids, ``r
 the grid / DAG step by step. ViT (attention) and GIN (message passing) have one form,
 ``parallel``. ``auto`` (:func:`resolve_path`) picks:
 
-1. ``onnx`` when the entry has an ONNX session and the input has at most
-   ``auto_chunkwise_tokens`` tokens (an export is of the parallel form);
+1. ``onnx`` when the entry has an ONNX session, the input has at most
+   ``auto_chunkwise_tokens`` tokens (an export is of a parallel form) and, for image models,
+   the image has the exported resolution (an image export has a fixed H×W);
 2. ``chunkwise`` when the model has it and the input has more tokens than that;
 3. else ``parallel``.
 
-Tokens are patches (H/p · W/p) for images and nodes for graphs.
+Tokens are patches (H/p · W/p) for images and nodes for graphs. :func:`image_tokens` returns
+an :class:`ImageTokens`, a token count that remembers the image size, so the rule sees the
+resolution wherever the count is passed on.
 
-ONNX extension point: whoever exports a model sets ``entry.onnx_session`` to an object with
-ONNX Runtime's ``InferenceSession`` interface (``get_inputs()[0].name`` and
-``run(None, {name: array}) -> [logits]``); image models only. Nothing here creates sessions.
+ONNX: the repository (``PLSTM_ONNX``) sets ``entry.onnx_session`` to an ONNX Runtime
+``InferenceSession`` of the checkpoint's export and ``entry.onnx_export`` to its sidecar
+(:mod:`models.onnx_export`): image exports take ``images [B,C,H,W]`` at
+``onnx_export["image_size"]`` only (explicit ``path=onnx`` at another size is a ValueError),
+graph exports take the features plus per-batch index tensors (:mod:`models.onnx_graph`).
+Any object with the session interface (``get_inputs()``, ``run(None, feeds)``) works; without
+``onnx_export`` an image session is assumed to take any size.
 """
 
 from __future__ import annotations
@@ -22,12 +29,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from app.settings import get_settings
 from models.graph import GIN, PLSTMGraph
 from models.molecule_features import MolGraph, batch_graphs
+from models.onnx_runtime import run_graph_session, run_image_session
 from models.vision import PLSTMVision, ViT
 
 if TYPE_CHECKING:
@@ -52,26 +59,59 @@ def model_paths(entry: ModelEntry) -> tuple[str, ...]:
     return paths
 
 
-def image_tokens(entry: ModelEntry, height: int, width: int) -> int:
-    """Patches of an ``height`` x ``width`` image: (H/p)·(W/p)."""
+class ImageTokens(int):
+    """A token count (an ``int``) that remembers the ``size`` (H, W) of the image it counts."""
+
+    size: tuple[int, int]
+
+    def __new__(cls, count: int, size: tuple[int, int]) -> ImageTokens:
+        tokens = super().__new__(cls, count)
+        tokens.size = (int(size[0]), int(size[1]))
+        return tokens
+
+
+def image_tokens(entry: ModelEntry, height: int, width: int) -> ImageTokens:
+    """Patches of an ``height`` x ``width`` image: (H/p)·(W/p), carrying the size."""
     p = int(entry.config["patch_size"])
-    return (height // p) * (width // p)
+    return ImageTokens((height // p) * (width // p), (height, width))
+
+
+def onnx_image_size(entry: ModelEntry) -> tuple[int, int] | None:
+    """(H, W) the entry's image export takes; None for graphs or when no size is recorded."""
+    info = entry.onnx_export if isinstance(entry.onnx_export, dict) else {}
+    size = info.get("image_size")
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def _onnx_fits(entry: ModelEntry, size: tuple[int, int] | None) -> bool:
+    """Whether an image of ``size`` (None: unknown) may run on the entry's ONNX export."""
+    exported = onnx_image_size(entry)
+    return exported is None or (size is not None and tuple(size) == exported)
 
 
 def resolve_path(
-    entry: ModelEntry, path: str, tokens: int, chunkwise_tokens: int | None = None
+    entry: ModelEntry,
+    path: str,
+    tokens: int,
+    chunkwise_tokens: int | None = None,
+    *,
+    size: tuple[int, int] | None = None,
 ) -> str:
     """The explicit path to run for ``path`` (which may be ``auto``) on an input of ``tokens``
-    tokens. ``chunkwise_tokens`` defaults to ``settings.auto_chunkwise_tokens``.
-    ValueError for an unknown path or one the model does not have."""
+    tokens. ``chunkwise_tokens`` defaults to ``settings.auto_chunkwise_tokens``; ``size``
+    (H, W) of an image defaults to ``tokens.size`` for :class:`ImageTokens`.
+    ValueError for an unknown path or one the model does not have (or, for ``onnx``, not at
+    this image size)."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
     available = model_paths(entry)
+    if size is None:
+        size = getattr(tokens, "size", None)
     if path == "auto":
         limit = (
             get_settings().auto_chunkwise_tokens if chunkwise_tokens is None else chunkwise_tokens
         )
-        if "onnx" in available and tokens <= limit:
+        if "onnx" in available and tokens <= limit and _onnx_fits(entry, size):
             return "onnx"
         if "chunkwise" in available and tokens > limit:
             return "chunkwise"
@@ -79,10 +119,24 @@ def resolve_path(
     if path not in available:
         if path == "onnx":
             why = "no ONNX session is loaded for it"
+            if entry.onnx_error:
+                why += f" ({entry.onnx_error})"
         else:
             why = f"{entry.architecture} has only {[p for p in available if p != 'onnx']}"
         raise ValueError(f"path {path!r} is not available for model {entry.name!r}: {why}")
+    if path == "onnx" and size is not None:
+        _check_onnx_size(entry, size)
     return path
+
+
+def _check_onnx_size(entry: ModelEntry, size: tuple[int, int]) -> None:
+    if not _onnx_fits(entry, size):
+        h, w = onnx_image_size(entry)  # type: ignore[misc]
+        raise ValueError(
+            f"path 'onnx' of model {entry.name!r} takes {h}x{w} images only (the exported "
+            f"resolution), got {size[0]}x{size[1]}: use path=auto, parallel, recurrent or "
+            "chunkwise, or resize=model"
+        )
 
 
 def _loaded_model(entry: ModelEntry) -> torch.nn.Module:
@@ -108,13 +162,17 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
         raise ValueError(f"images must be a float tensor [B,C,H,W], got {got}")
     if images.shape[0] == 0:
         raise ValueError("images: the batch is empty")
-    path = resolve_path(entry, path, image_tokens(entry, images.shape[2], images.shape[3]))
+    tokens = image_tokens(entry, images.shape[2], images.shape[3])
+    path = resolve_path(entry, path, tokens)
     if path == "onnx":
-        return _run_onnx(entry, images)
+        with entry.lock:
+            return run_image_session(entry.onnx_session, images)
     with entry.lock, torch.inference_mode():
         if isinstance(model, PLSTMVision):
             model.set_method(path)
         x = images.to(entry.device, dtype=_model_dtype(model))
+        if entry.graphs is not None and path == "parallel":
+            return entry.graphs(model, x, int(tokens), key=path).float().cpu()
         return model(x).float().cpu()
 
 
@@ -140,9 +198,9 @@ def run_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torc
     if model.num_edge_features == 0:  # the model ignores bonds' features: batch without them
         graphs = [MolGraph(g.x, g.edge_index, g.x.new_zeros(g.num_edges, 0)) for g in graphs]
     path = resolve_path(entry, path, sum(g.num_nodes for g in graphs))
-    if path == "onnx":
-        raise ValueError(f"path 'onnx' is not available for graph model {entry.name!r}")
     x, edge_index, edge_attr, batch = batch_graphs(graphs)
+    if path == "onnx":
+        return _run_onnx_graphs(entry, x, edge_index, edge_attr, batch, len(graphs))
     with entry.lock, torch.inference_mode():
         if isinstance(model, PLSTMGraph):
             model.set_method(path)
@@ -157,10 +215,25 @@ def run_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torc
         return out.float().cpu()
 
 
-def _run_onnx(entry: ModelEntry, images: torch.Tensor) -> torch.Tensor:
-    session = entry.onnx_session
-    name = session.get_inputs()[0].name
-    array = images.detach().to("cpu", torch.float32).numpy()
+def _run_onnx_graphs(
+    entry: ModelEntry,
+    x: torch.Tensor,
+    edge_index: torch.Tensor,
+    edge_attr: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int,
+) -> torch.Tensor:
+    model = entry.model
+    if not isinstance(model, PLSTMGraph) or not isinstance(entry.onnx_export, dict):
+        raise ValueError(f"model {entry.name!r} has no graph ONNX export")
     with entry.lock:
-        (logits, *_) = session.run(None, {name: np.ascontiguousarray(array)})
-    return torch.from_numpy(np.asarray(logits, dtype=np.float32))
+        return run_graph_session(
+            entry.onnx_session,
+            model,
+            x,
+            edge_index,
+            batch,
+            num_graphs,
+            edge_attr if model.num_edge_features else None,
+            squarings=int(entry.onnx_export["squarings"]),
+        )

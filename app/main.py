@@ -78,7 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.repository = ModelRepository(
-        settings.model_repository, settings.device, warmup=settings.warmup
+        settings.model_repository,
+        settings.device,
+        warmup=settings.warmup,
+        onnx=settings.onnx,
+        onnx_max_graph_nodes=settings.max_atoms,
+        cuda_graphs=settings.cuda_graphs,
+        max_batch_size=settings.max_batch_size,
     )
     app.state.runtimes = {}
     app.state.ready = False

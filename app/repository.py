@@ -6,6 +6,13 @@ without leading zeros; other directory names are skipped with a warning. Every v
 loaded with :func:`models.checkpoint.load_checkpoint` (which verifies the weights' sha256),
 warmed up on every inference path and then marked READY; any failure marks only that version
 UNAVAILABLE, with the reason, and is logged.
+
+With ``onnx=True`` (``PLSTM_ONNX``) every loaded version also gets an ONNX Runtime session
+(:func:`attach_onnx`): the export ``model.onnx`` next to the checkpoint is reused when its
+sidecar shows it was made from these weights, else the model is exported there (or, when the
+checkpoint directory is read-only, under :data:`ONNX_CACHE_DIR`); the session is warmed up
+and checked against torch before ``path=onnx`` is offered. Any ONNX failure only leaves the
+version on its torch paths: the reason is logged and kept in ``entry.onnx_error``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +31,11 @@ import torch
 from torch import nn
 
 from app import backends
+from app.cuda_graphs import InferenceGraphs
 from models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_metadata
 from models.graph import GIN, PLSTMGraph
 from models.molecule_features import MolGraph
+from models.onnx_export import DEFAULT_MAX_GRAPH_NODES
 from models.registry import model_entry
 from models.vision import PLSTMVision, ViT
 
@@ -35,6 +45,10 @@ READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WARMUP_GRAPH_NODES = 6
+ONNX_CACHE_DIR = Path(tempfile.gettempdir()) / "plstm-onnx"
+"""Where exports go when a checkpoint directory cannot be written (read-only repository)."""
+ONNX_TOLERANCE = 1e-3
+"""Largest max-abs difference of ONNX vs torch outputs on the warm-up input."""
 
 
 class ModelNotFound(KeyError):
@@ -70,7 +84,13 @@ class ModelEntry:
     model: nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     onnx_session: Any = None
-    """ONNX Runtime session (see :mod:`app.backends`); None unless an exporter set one."""
+    """ONNX Runtime session (see :mod:`app.backends`); None unless ONNX is enabled and ready."""
+    onnx_export: dict[str, Any] | None = None
+    """The export's sidecar (models.onnx_export) plus ``file`` and ``providers``."""
+    onnx_error: str | None = None
+    """Why ONNX is enabled but not available for this version."""
+    graphs: InferenceGraphs | None = field(default=None, repr=False)
+    """CUDA-graph cache of the image forward (:mod:`app.cuda_graphs`); None = always eager."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held while the model runs: switching the pLSTM method is not thread-safe."""
 
@@ -82,6 +102,20 @@ class ModelEntry:
     @property
     def ready(self) -> bool:
         return self.state == READY
+
+    def onnx_status(self) -> dict[str, Any] | None:
+        """ONNX state for metadata: None when ONNX is off; else ``available`` and either the
+        export's ``providers``, ``opset``, ``image_size`` / ``max_graph_nodes`` and
+        ``weights_sha256`` (of the weights it was exported from), or the ``error``."""
+        if self.onnx_export is None and self.onnx_error is None:
+            return None
+        if self.onnx_session is None or self.onnx_export is None:
+            return {"available": False, "error": self.onnx_error}
+        keys = ("providers", "opset", "image_size", "max_graph_nodes", "weights_sha256")
+        return {
+            "available": True,
+            **{k: self.onnx_export[k] for k in keys if k in self.onnx_export},
+        }
 
 
 def architecture_kind(architecture: str | None) -> str | None:
@@ -158,26 +192,122 @@ def _warmup_graph(entry: ModelEntry) -> MolGraph:
 
 def warm_up(entry: ModelEntry) -> None:
     """Run every explicit inference path of ``entry`` once on a dummy input of the training
-    size; ValueError if a path fails or gives non-finite outputs."""
+    size (with CUDA graphs: once per batch-size bucket, capturing them); ValueError if a path
+    fails or gives non-finite outputs."""
     for path in backends.model_paths(entry):
         if entry.kind == "image":
-            out = backends.run_images(entry, _warmup_image(entry), path)
+            image = _warmup_image(entry)
+            sizes = [1]
+            if entry.graphs is not None and path == "parallel":
+                sizes = [1 << i for i in range(entry.graphs.max_batch.bit_length())]
+            for n in sizes:
+                out = backends.run_images(entry, image.expand(n, -1, -1, -1), path)
         else:
             out = backends.run_graphs(entry, [_warmup_graph(entry)], path)
         if not torch.isfinite(out).all():
             raise ValueError(f"warm-up on path {path!r} gave non-finite outputs")
 
 
+def _onnx_providers(device: torch.device) -> list[str]:
+    """CUDA then CPU as onnxruntime has them; CPU only when the models run on the CPU."""
+    from models.onnx_runtime import session_providers
+
+    providers = session_providers()
+    if device.type != "cuda":
+        providers = [p for p in providers if p != "CUDAExecutionProvider"]
+    return providers or ["CPUExecutionProvider"]
+
+
+def _onnx_agreement(entry: ModelEntry) -> float:
+    """max |onnx − parallel| on the warm-up input."""
+    if entry.kind == "image":
+        image = _warmup_image(entry)
+        onnx = backends.run_images(entry, image, "onnx")
+        torch_out = backends.run_images(entry, image, "parallel")
+    else:
+        graphs = [_warmup_graph(entry)]
+        onnx = backends.run_graphs(entry, graphs, "onnx")
+        torch_out = backends.run_graphs(entry, graphs, "parallel")
+    if not bool(torch.isfinite(onnx).all()):
+        return float("inf")
+    return float((onnx - torch_out).abs().max())
+
+
+def attach_onnx(entry: ModelEntry, max_graph_nodes: int, cache_dir: Path | None = None) -> bool:
+    """Give a loaded ``entry`` its ONNX Runtime session (module docstring); True on success.
+    Never raises: on failure ``entry.onnx_error`` says why and the torch paths stay."""
+    from models.onnx_export import ensure_export
+    from models.onnx_runtime import create_session
+
+    cache = ONNX_CACHE_DIR if cache_dir is None else cache_dir
+    entry.onnx_session = entry.onnx_export = entry.onnx_error = None
+    try:
+        try:
+            export = ensure_export(
+                entry.directory, model=entry.model, max_graph_nodes=max_graph_nodes
+            )
+        except OSError as exc:  # e.g. a read-only model repository: export to the cache
+            out = cache / entry.name / str(entry.version) / "model.onnx"
+            logger.warning(
+                "model %s version %d: %s; exporting to %s", entry.name, entry.version, exc, out
+            )
+            export = ensure_export(
+                entry.directory, model=entry.model, out=out, max_graph_nodes=max_graph_nodes
+            )
+        session = create_session(export.path, _onnx_providers(entry.device))
+        entry.onnx_export = {
+            **export.info,
+            "file": str(export.path),
+            "providers": list(session.get_providers()),
+            "reused": export.reused,
+        }
+        entry.onnx_session = session
+        diff = _onnx_agreement(entry)
+        if not diff <= ONNX_TOLERANCE:
+            raise ValueError(
+                f"ONNX Runtime disagrees with torch on the warm-up input by {diff:.3g} "
+                f"(tolerance {ONNX_TOLERANCE})"
+            )
+    except Exception as exc:  # an optional path: whatever fails, the model keeps its torch paths
+        entry.onnx_session = entry.onnx_export = None
+        entry.onnx_error = f"ONNX unavailable: {type(exc).__name__}: {exc}"
+        logger.warning("model %s version %d: %s", entry.name, entry.version, entry.onnx_error)
+        return False
+    logger.info(
+        "model %s version %d: ONNX %s %s on %s",
+        entry.name,
+        entry.version,
+        "reused" if export.reused else "exported to",
+        export.path,
+        ", ".join(entry.onnx_export["providers"]),
+    )
+    return True
+
+
 class ModelRepository:
     """Loads and holds every model version under ``path`` on ``device`` ("auto" | "cpu" |
-    "cuda" | a torch.device)."""
+    "cuda" | a torch.device). ``onnx``: also serve ONNX exports (:func:`attach_onnx`), for
+    graph components of up to ``onnx_max_graph_nodes`` nodes (the server passes
+    ``max_atoms``)."""
 
     def __init__(
-        self, path: str | os.PathLike, device: str | torch.device = "cpu", warmup: bool = True
+        self,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        warmup: bool = True,
+        *,
+        onnx: bool = False,
+        onnx_max_graph_nodes: int = DEFAULT_MAX_GRAPH_NODES,
+        cuda_graphs: bool = False,
+        max_batch_size: int = 64,
     ) -> None:
         self.path = Path(path)
         self.device = resolve_device(device)
         self.warmup = warmup
+        self.onnx = onnx
+        self.onnx_max_graph_nodes = onnx_max_graph_nodes
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.max_batch_size = max_batch_size
         self._entries: dict[str, dict[int, ModelEntry]] = {}
 
     def load_all(self) -> list[ModelEntry]:
@@ -223,8 +353,12 @@ class ModelRepository:
             if entry.kind is None:
                 raise ValueError(f"architecture {entry.architecture!r} cannot be served")
             entry.model = checkpoint.model
+            if self.cuda_graphs and entry.kind == "image":
+                entry.graphs = InferenceGraphs(max_batch=self.max_batch_size)
             if self.warmup:
                 warm_up(entry)
+            if self.onnx:
+                attach_onnx(entry, self.onnx_max_graph_nodes)
         except (ValueError, OSError, RuntimeError) as exc:
             entry.model = None
             entry.state = UNAVAILABLE

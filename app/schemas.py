@@ -158,6 +158,12 @@ class ModelSummary(_Schema):
         default_factory=dict, description="Evaluation results recorded in the checkpoint."
     )
     weights_sha256: str = Field(description="sha256 of the weights file.")
+    onnx: dict[str, Any] | None = Field(
+        default=None,
+        description="ONNX Runtime state when PLSTM_ONNX is on: available, and the export's "
+        "providers, opset, image_size or max_graph_nodes and weights_sha256; or the error "
+        "that left the model on its torch paths.",
+    )
 
 
 class ModelList(_Schema):

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         32, ge=1, description="Most requests (images or graphs) the dynamic batcher joins."
     )
     max_delay_ms: float = Field(
-        5.0,
+        1.0,
         ge=0,
         description="Longest time the batcher waits for more requests after the first one "
         "of a batch (milliseconds).",
@@ -71,8 +71,17 @@ class Settings(BaseSettings):
     )
     onnx: bool = Field(
         False,
-        description="Load ONNX Runtime sessions exported next to the checkpoints and allow "
-        "path=onnx.",
+        description="Serve every model through ONNX Runtime too (CUDA when available, else "
+        "CPU): reuse model.onnx next to the checkpoint when it was exported from these "
+        "weights, else export it at load; allows path=onnx, which path=auto then prefers "
+        "(images at the exported resolution only). A failed export leaves the torch paths.",
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="On a GPU, replay image-model forwards (parallel path, up to 1024 patches) "
+        "from CUDA graphs captured per batch-size bucket (powers of two up to max_batch_size; "
+        "the native resolution's are captured during warm-up): a pLSTM forward is thousands "
+        "of small kernels, so this removes most of its latency.",
     )
     auto_chunkwise_tokens: int = Field(
         4096,

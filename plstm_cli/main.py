@@ -8,6 +8,8 @@ Subcommands:
 - ``plstm train <experiment>``: trains a model (``training.cli``; imported only when used, so
   the other subcommands do not load the training package).
 - ``plstm serve``: runs the model server (``app.cli``; imported only when used, likewise).
+- ``plstm export-onnx <checkpoint dir>``: exports a checkpoint to ONNX next to its weights
+  (``plstm_cli.export_onnx``, imported only when used).
 """
 
 from __future__ import annotations
@@ -440,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the models of a model repository over HTTP; see `plstm serve --help`",
         add_help=False,
     ).set_defaults(func=None)
+    # Parsed by plstm_cli.export_onnx (see main); listed here for `plstm --help`.
+    sub.add_parser(
+        "export-onnx",
+        help="export a checkpoint to ONNX (model.onnx next to the weights), optionally "
+        "checking ONNX Runtime against torch; see `plstm export-onnx --help`",
+        add_help=False,
+    ).set_defaults(func=None)
     return parser
 
 
@@ -457,6 +466,14 @@ def run_serve(argv: Sequence[str]) -> int:
     return serve_main(["serve", *argv], prog="plstm")
 
 
+def run_export_onnx(argv: Sequence[str]) -> int:
+    """``plstm export-onnx ARGS``: hands the arguments to ``plstm_cli.export_onnx`` (imported
+    here, lazily: it loads onnx and onnxruntime)."""
+    from plstm_cli.export_onnx import main as export_main
+
+    return export_main(list(argv), prog="plstm export-onnx")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``plstm`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -464,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_train(argv[1:])
     if argv[:1] == ["serve"]:
         return run_serve(argv[1:])
+    if argv[:1] == ["export-onnx"]:
+        return run_export_onnx(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -4,5 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+bash deploy/tools/install-ci-tools.sh  # promtool and nginx for tests/deploy (from Debian)
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -n "${PLSTM_TEST_WORKERS:-2}" "$@"

@@ -68,6 +68,7 @@ def model_summary(entry: ModelEntry, versions: list[ModelEntry]) -> ModelSummary
         preprocessing=entry.preprocessing,
         metrics=entry.metrics,
         weights_sha256=entry.weights_sha256 or "",
+        onnx=entry.onnx_status(),
     )
 
 
