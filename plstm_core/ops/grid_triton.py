@@ -11,7 +11,8 @@ reaches memory.
 
 Cost per grid: O(N²·(K + V + 2Y)) FLOPs, the same order as attention; O(N·(K+V)) memory
 traffic plus O(N·V·X/64) atomic adds. Backward recomputes through the PyTorch path
-(``grid._parallel``) under autograd.
+(``grid._parallel``) under autograd only with ``PLSTM_TRITON_BACKWARD=0``; by default it runs
+the fused kernel of ``grid_triton_bwd`` (12×12, B·H = 1536, bf16: fwd+bwd 1.9 ms vs 8.3 ms).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 
 import torch
 
+from plstm_core.ops.grid_triton_bwd import grid_parallel_backward
 from plstm_core.ops.sizes import next_pow2
 
 try:
@@ -170,6 +172,15 @@ def _launch(q, k, v, source, transition, mark, direct) -> torch.Tensor:
     return h
 
 
+def triton_backward_enabled() -> bool:
+    """Whether the fused backward of ``grid_triton_bwd`` replaces the PyTorch recompute: on
+    unless ``PLSTM_TRITON_BACKWARD=0`` (``PLSTM_DISABLE_TRITON=1`` turns it off too)."""
+    return (
+        os.environ.get("PLSTM_TRITON_BACKWARD") != "0"
+        and os.environ.get("PLSTM_DISABLE_TRITON") != "1"
+    )
+
+
 class _GridParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, reference, *inputs):
@@ -179,6 +190,10 @@ class _GridParallel(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h):
+        if triton_backward_enabled():
+            grads = grid_parallel_backward(*ctx.saved_tensors, grad_h)
+            needed = ctx.needs_input_grad[1:]
+            return (None, *(g if n else None for g, n in zip(grads, needed, strict=True)))
         inputs = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
         wanted = [t for t in inputs if t.requires_grad]
         with torch.enable_grad():
@@ -190,7 +205,8 @@ class _GridParallel(torch.autograd.Function):
 def plstm_2d_parallel_triton(reference, q, k, v, source, transition, mark, direct):
     """The parallel op's forward by the fused kernel, in float32 (inputs in float32 or bf16;
     check :func:`triton_supported` first); the backward runs ``reference`` (the PyTorch
-    parallel path, same signature) under autograd."""
+    parallel path, same signature) under autograd, or the fused Triton backward where
+    :func:`triton_backward_enabled`."""
     inputs = (q, k, v, source, transition, mark, direct)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
         return _launch(*inputs)
