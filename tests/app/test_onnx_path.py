@@ -24,14 +24,7 @@ from tests.app.model_repo import IMG, make_repository, png_bytes
 SMILES = ["CCO", "C", "[Na+].[Cl-]", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "c1ccccc1O"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: tests run two xdist workers on two cores, and small ops with two
-    threads each spend most of their time waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
