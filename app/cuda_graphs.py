@@ -58,6 +58,10 @@ class InferenceGraphs:
         self.captures = 0
         self._graphs: OrderedDict[Hashable, _Captured] = OrderedDict()
 
+    def __len__(self) -> int:
+        """Graphs held now."""
+        return len(self._graphs)
+
     def eligible(self, x: torch.Tensor, tokens: int) -> bool:
         return x.is_cuda and x.shape[0] <= self.max_batch and tokens <= self.max_tokens
 
@@ -83,6 +87,3 @@ class InferenceGraphs:
         else:
             self._graphs.move_to_end(full)
         return captured.run(x)
-
-    def clear(self) -> None:
-        self._graphs.clear()

@@ -71,4 +71,4 @@ def test_eviction_keeps_at_most_max_graphs() -> None:
         for key in ("a", "b", "c", "a"):
             graphs(model, x, tokens=16, key=key)
     assert graphs.captures == 4  # "a" was evicted by "c" and captured again
-    assert len(graphs._graphs) == 2
+    assert len(graphs) == 2
