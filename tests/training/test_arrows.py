@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from training.data import arrows
 from training.data.arrows import (
     EXTRAPOLATION_SEED,
     EXTRAPOLATION_SIZE,
@@ -17,6 +18,7 @@ from training.data.arrows import (
     ArrowPointingDataset,
     make_split,
     min_resolution,
+    render_images,
     render_sample,
     sample_geometry,
     split_resolutions,
@@ -314,3 +316,114 @@ def test_standard_splits():
     paper = make_split("extrapolation", num_samples=3, scale=1.0, channels=1)
     assert len(paper) == 3 and paper[0][0].shape == (1, 384, 384)
     assert not torch.equal(train[0][0], test[0][0])
+
+
+def _flip_and_shift(image: torch.Tensor) -> torch.Tensor:
+    """A transform whose result depends on every pixel value and channel."""
+    return 2.0 * (1.0 - image) - 0.25 * torch.arange(image.shape[0]).view(-1, 1, 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("transform", [None, _flip_and_shift])
+def test_cached_dataset_serves_the_same_items(channels: int, transform) -> None:
+    seed = int(np.random.default_rng(22).integers(0, 10**6))
+    common = {"resolution": 96, "seed": seed, "channels": channels, "transform": transform}
+    plain = ArrowPointingDataset(6, **common)
+    cached = ArrowPointingDataset(6, cache=True, **common)
+    assert not plain.cached and cached.cached
+    assert len(cached) == len(plain) == 6
+    for index in (0, 2, 5, -1, -6):
+        image, label = cached[index]
+        expected, expected_label = plain[index]
+        assert image.dtype == torch.float32 and image.shape == (channels, 96, 96)
+        assert torch.equal(image, expected)
+        assert isinstance(label, int) and label == expected_label
+    raw, raw_label, _ = render_sample(seed, 5, 96, 0.5)
+    gray = torch.from_numpy(raw).float() / 255
+    last = gray.repeat(channels, 1, 1)
+    if transform is not None:
+        last = transform(last)
+    assert torch.equal(cached[-1][0], last) and cached[-1][1] == raw_label
+    with pytest.raises(IndexError):
+        cached[6]
+    with pytest.raises(IndexError):
+        cached[-7]
+
+
+def test_make_split_cache_matches_uncached() -> None:
+    plain = make_split("extrapolation", num_samples=3, channels=1)
+    cached = make_split("extrapolation", num_samples=3, channels=1, cache=True)
+    assert cached.cached and not plain.cached
+    assert (cached.seed, cached.resolution) == (EXTRAPOLATION_SEED, 192)
+    for index in range(3):
+        assert torch.equal(cached[index][0], plain[index][0])
+        assert cached[index][1] == plain[index][1]
+
+
+def test_render_images_in_uneven_chunks_over_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed = int(np.random.default_rng(23).integers(0, 10**6))
+    pools: list[int] = []
+
+    class RecordingPool(arrows.ProcessPoolExecutor):
+        def __init__(self, max_workers: int, **kwargs) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(arrows, "ProcessPoolExecutor", RecordingPool)
+    # Chunks [0, 5), [5, 10), [10, 13) in the parent; workers re-import the module unpatched.
+    monkeypatch.setattr(arrows, "_RENDER_CHUNK", 5)
+    serial_images, serial_labels = render_images(seed, 13, 96, 0.5, processes=1)
+    assert pools == []
+    images, labels = render_images(seed, 13, 96, 0.5, processes=2)
+    assert pools == [2]
+    assert images.dtype == np.uint8 and images.shape == (13, 96, 96)
+    assert labels.dtype == np.int64 and labels.shape == (13,)
+    assert np.array_equal(images, serial_images) and np.array_equal(labels, serial_labels)
+    for index in range(13):
+        expected, expected_label, _ = render_sample(seed, index, 96, 0.5)
+        assert np.array_equal(images[index], expected)
+        assert labels[index] == expected_label
+    # One chunk is rendered in this process whatever `processes` says.
+    monkeypatch.setattr(arrows, "_RENDER_CHUNK", 2_000)
+    single_images, single_labels = render_images(seed, 13, 96, 0.5, processes=4)
+    assert pools == [2]
+    assert np.array_equal(single_images, images) and np.array_equal(single_labels, labels)
+
+
+def test_render_images_of_nothing() -> None:
+    for resolution, scale in ((96, 0.5), (384, 1.0)):
+        images, labels = render_images(3, 0, resolution, scale)
+        assert images.dtype == np.uint8 and images.shape == (0, resolution, resolution)
+        assert labels.dtype == np.int64 and labels.shape == (0,)
+    empty = ArrowPointingDataset(0, cache=True)
+    assert empty.cached and len(empty) == 0
+    with pytest.raises(IndexError):
+        empty[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((-1, 4), "seed"),
+        ((1.0, 4), "seed"),
+        ((0, -1), "num_samples"),
+        ((0, 4.0), "num_samples"),
+        ((0, True), "num_samples"),
+        ((0, 4, 40, 0.5), "resolution"),
+        ((0, 4, 96, 1.0), "resolution"),
+        ((0, 4, 96, 0.1), "scale"),
+        ((0, 4, 96, float("inf")), "scale"),
+    ],
+)
+def test_render_images_rejects_bad_arguments(args: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        render_images(*args)
+
+
+def test_cached_dataset_checks_arguments_before_rendering() -> None:
+    with pytest.raises(ValueError, match="num_samples"):
+        ArrowPointingDataset(-1, cache=True)
+    with pytest.raises(ValueError, match="resolution"):
+        ArrowPointingDataset(4, resolution=40, cache=True)
+    with pytest.raises(ValueError, match="channels"):
+        make_split("test", num_samples=4, channels=2, cache=True)

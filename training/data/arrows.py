@@ -30,8 +30,11 @@ np.random.default_rng([seed, index, resolution]).
 """
 
 import math
+import multiprocessing
 import operator
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -66,6 +69,8 @@ MIN_SCALE = 0.25
 
 _CANDIDATES = 16
 _MAX_ROUNDS = 64
+# Images per rendering task of render_images (about 1 s of work at 96 px).
+_RENDER_CHUNK = 2_000
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -252,11 +257,59 @@ def render_sample(
     return draw_geometry(geometry), geometry["label"], geometry
 
 
+def _render_range(
+    seed: int, start: int, stop: int, resolution: int, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    images = np.empty((stop - start, resolution, resolution), dtype=np.uint8)
+    labels = np.empty(stop - start, dtype=np.int64)
+    for k, index in enumerate(range(start, stop)):
+        images[k], labels[k], _ = render_sample(seed, index, resolution, scale)
+    return images, labels
+
+
+def render_images(
+    seed: int,
+    num_samples: int,
+    resolution: int = TRAIN_RESOLUTION,
+    scale: float = DEFAULT_SCALE,
+    processes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples 0..num_samples-1 of stream `seed`: (uint8 images [N, X, Y], int64 labels [N]).
+
+    Identical to calling :func:`render_sample` per index; rendered in chunks by `processes`
+    worker processes (default: one per CPU, none for fewer than two chunks). About 0.5 ms
+    and 9 KB per 96 px image: 100,000 images take ~50 CPU-seconds and 0.9 GB.
+    """
+    seed = _check_int("seed", seed, 0)
+    num_samples = _check_int("num_samples", num_samples, 0)
+    scale = _check_scale(scale)
+    resolution = _check_resolution(resolution, scale)
+    bounds = [
+        (start, min(start + _RENDER_CHUNK, num_samples))
+        for start in range(0, num_samples, _RENDER_CHUNK)
+    ]
+    processes = min(processes or os.cpu_count() or 1, len(bounds))
+    if processes <= 1:
+        parts = [_render_range(seed, a, b, resolution, scale) for a, b in bounds]
+    else:
+        # spawn: safe after CUDA or threads started in the parent; costs one import per worker
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(_render_range, seed, a, b, resolution, scale) for a, b in bounds]
+            parts = [f.result() for f in futures]
+    if not parts:
+        return np.empty((0, resolution, resolution), np.uint8), np.empty(0, np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 class ArrowPointingDataset(Dataset):
-    """`num_samples` arrow-pointing images of stream `seed`, generated on the fly.
+    """`num_samples` arrow-pointing images of stream `seed`, generated on the fly or cached.
 
     Item i is (float32 image [C, X, Y] in {0, 1} after `transform`, label int): sample
     (seed, i, resolution, scale) with its gray level copied to all `channels` (1 or 3).
+    `cache` renders every image once at construction (:func:`render_images`, in parallel)
+    and keeps them as uint8 in memory: the same items, without the per-item drawing cost
+    that otherwise bounds a fast model's training speed.
     """
 
     def __init__(
@@ -267,6 +320,7 @@ class ArrowPointingDataset(Dataset):
         scale: float = DEFAULT_SCALE,
         channels: int = 3,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache: bool = False,
     ) -> None:
         self.num_samples = _check_int("num_samples", num_samples, 0)
         self.seed = _check_int("seed", seed, 0)
@@ -279,6 +333,13 @@ class ArrowPointingDataset(Dataset):
             raise ValueError(f"transform must be callable, got {transform!r}")
         self.channels = channels
         self.transform = transform
+        self._cached: tuple[np.ndarray, np.ndarray] | None = None
+        if cache:
+            self._cached = render_images(self.seed, self.num_samples, self.resolution, self.scale)
+
+    @property
+    def cached(self) -> bool:
+        return self._cached is not None
 
     def __len__(self) -> int:
         return self.num_samples
@@ -289,7 +350,10 @@ class ArrowPointingDataset(Dataset):
             index += self.num_samples
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index out of range for {self.num_samples} samples")
-        image, label, _ = render_sample(self.seed, index, self.resolution, self.scale)
+        if self._cached is not None:
+            image, label = self._cached[0][index], int(self._cached[1][index])
+        else:
+            image, label, _ = render_sample(self.seed, index, self.resolution, self.scale)
         # numpy, not torch ops: a third of the cost per item at 96 px.
         gray = image.astype(np.float32)
         gray /= 255.0
@@ -305,6 +369,7 @@ def make_split(
     scale: float = DEFAULT_SCALE,
     channels: int = 3,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cache: bool = False,
 ) -> ArrowPointingDataset:
     """The standard split: train (TRAIN_SEED, 192·s px), test (TEST_SEED, 192·s px, 10,240
     images) or extrapolation (EXTRAPOLATION_SEED, 384·s px, 10,240 images)."""
@@ -323,4 +388,5 @@ def make_split(
         scale=scale,
         channels=channels,
         transform=transform,
+        cache=cache,
     )
