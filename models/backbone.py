@@ -11,6 +11,7 @@ Grid axis X runs along the image height, Y along the width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -172,6 +173,56 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
+class ChannelRMSNorm(nn.Module):
+    """RMSNorm over the channel axis of ``[B,C,H,W]`` at every pixel (independent of H, W)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        rms = torch.rsqrt(xf.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return (xf * rms * self.weight.to(xf.dtype)[None, :, None, None]).to(x.dtype)
+
+
+class ConvStem(PatchEmbed):
+    """Convolutional patch embedding: images ``[B,C,H,W]`` → tokens ``[B,X,Y,D]`` through
+    log2(patch) stride-2 3×3 convolutions (widths 32, 64, ... capped at D; each followed by a
+    per-pixel :class:`ChannelRMSNorm` and GELU) and a 1×1 projection to D. Same token grid and
+    input contract as :class:`PatchEmbed`; the overlapping, nonlinear filters see sub-patch
+    geometry (a thin stroke's direction) that a linear patch projection recovers poorly
+    (Xiao et al. 2021, "Early convolutions help transformers see better"). Translation-
+    equivariant and free of image-size statistics, so it extrapolates like the patch stem.
+    Cost: about 27 M multiply-adds per 96 px image at patch 8 and D = 192 (the T backbone's
+    blocks: about 0.8 G); activation memory O(H·W·32 / 4) per image.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        nn.Module.__init__(self)
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        layers: list[nn.Module] = []
+        width = in_chans
+        for i in range(patch_size.bit_length() - 1):
+            out = min(dim, 32 * 2**i)
+            layers += [
+                nn.Conv2d(width, out, 3, stride=2, padding=1),
+                ChannelRMSNorm(out),
+                nn.GELU(),
+            ]
+            width = out
+        layers.append(nn.Conv2d(width, dim, 1))
+        self.proj = nn.Sequential(*layers)
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+HEAD_NORMS = ("none", "batch")
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Position embedding ``[1,X0,Y0,D]`` → ``[1,X,Y,D]`` for grid = (X, Y).
 
@@ -211,6 +262,9 @@ class IsotropicVisionModel(nn.Module):
     """The shared classifier: images ``[B,C,H,W]`` → logits ``[B,num_classes]``.
 
     ``mixer_factory(i)`` builds the token mixer of block i (``[B,X,Y,D]`` → ``[B,X,Y,D]``).
+    ``stem`` picks the token embedding (:data:`STEMS`), ``head_norm`` "batch" puts a BatchNorm
+    on the pooled features before the linear head (it removes what every image shares, e.g. a
+    blank background, so the head sees the differences from the first step on).
     Subclasses set ``self._config`` (every constructor argument) for :attr:`config`.
     Linear layers of the MLPs, attention mixers and head and the position embedding are
     initialised with a truncated normal (std 0.02, zero bias); mixers of other types keep
@@ -235,8 +289,16 @@ class IsotropicVisionModel(nn.Module):
         drop_path_rate: float = 0.0,
         use_pos_embed: bool = True,
         eps: float = 1e-5,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+        stem: str = "patch",
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {list(HEAD_NORMS)}, got {head_norm!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {list(STEMS)}, got {stem!r}")
         for what, value in (
             ("patch_size", patch_size),
             ("in_chans", in_chans),
@@ -246,6 +308,10 @@ class IsotropicVisionModel(nn.Module):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if not (math.isfinite(input_mean) and math.isfinite(input_std) and input_std > 0):
+            raise ValueError(
+                f"input_mean must be finite and input_std positive, got {input_mean}, {input_std}"
+            )
         if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
             raise ValueError(
                 f"img_size ({img_size}) must be a positive multiple of patch_size ({patch_size})"
@@ -255,8 +321,10 @@ class IsotropicVisionModel(nn.Module):
         self.num_classes = num_classes
         self.dim = dim
         self.img_size = img_size
+        self.input_mean = float(input_mean)
+        self.input_std = float(input_std)
         grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(patch_size, in_chans, dim)
+        self.patch_embed = STEMS[stem](patch_size, in_chans, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim)) if use_pos_embed else None
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
@@ -264,6 +332,9 @@ class IsotropicVisionModel(nn.Module):
             for i in range(depth)
         )
         self.norm = RMSNorm(dim, eps)
+        self.head_norm = (
+            nn.BatchNorm1d(self.num_features) if head_norm == "batch" else nn.Identity()
+        )
         self.head = nn.Linear(self.num_features, num_classes)
         self._init_weights()
 
@@ -289,6 +360,8 @@ class IsotropicVisionModel(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """images ``[B,C,H,W]`` → normalised tokens ``[B,X,Y,D]`` after the last block."""
+        if self.input_mean != 0.0 or self.input_std != 1.0:
+            x = (x - self.input_mean) / self.input_std
         t = self.patch_embed(x)
         if self.pos_embed is not None:
             t = t + resize_pos_embed(self.pos_embed, (t.shape[1], t.shape[2])).to(t.dtype)
@@ -306,7 +379,7 @@ class IsotropicVisionModel(nn.Module):
             raise ValueError(
                 f"features must have shape [B,{self.num_features}], got {tuple(features.shape)}"
             )
-        return self.head(features)
+        return self.head(self.head_norm(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """images ``[B,C,H,W]`` → logits ``[B,num_classes]``."""

@@ -43,7 +43,10 @@ class PLSTMVision(IsotropicVisionModel):
     it changes cost, not results, and can be switched later with :meth:`set_method`.
     Paper sizes (patch 16, depth 12): T dim 192 / 3 heads, S 384 / 6, B 768 / 12.
     ``layer_scale`` None disables LayerScale (paper: pLSTM without, "LayerScale 1" on arrow
-    pointing); ``use_pos_embed=False`` is the paper's "no posemb." ablation.
+    pointing); ``use_pos_embed=False`` is the paper's "no posemb." ablation. Pixels are
+    standardised as ``(x - input_mean) / input_std`` inside the model, so callers (the server,
+    ONNX) feed the raw [0, 1] image. ``stem`` "patch" is the paper's linear patch projection,
+    "conv" a small convolutional stem (:class:`models.backbone.ConvStem`).
     """
 
     def __init__(
@@ -65,6 +68,10 @@ class PLSTMVision(IsotropicVisionModel):
         drop_path_rate: float = 0.0,
         use_pos_embed: bool = True,
         eps: float = 1e-5,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+        stem: str = "patch",
+        head_norm: str = "none",
     ) -> None:
         _check_method(method)
         if (
@@ -98,6 +105,10 @@ class PLSTMVision(IsotropicVisionModel):
             drop_path_rate=drop_path_rate,
             use_pos_embed=use_pos_embed,
             eps=eps,
+            input_mean=input_mean,
+            input_std=input_std,
+            stem=stem,
+            head_norm=head_norm,
         )
         self._config = config
 
@@ -128,7 +139,8 @@ class ViT(IsotropicVisionModel):
     """The ViT baseline: the same backbone with multi-head self-attention as the mixer.
 
     images ``[B,C,H,W]`` → logits ``[B,num_classes]``; no class token, mean pooling by default.
-    The position embedding is resized bicubically to other resolutions like PLSTMVision's.
+    The position embedding is resized bicubically to other resolutions like PLSTMVision's;
+    ``input_mean`` / ``input_std`` and ``stem`` as there.
     """
 
     def __init__(
@@ -147,6 +159,10 @@ class ViT(IsotropicVisionModel):
         drop_path_rate: float = 0.0,
         use_pos_embed: bool = True,
         eps: float = 1e-5,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+        stem: str = "patch",
+        head_norm: str = "none",
     ) -> None:
         config = _constructor_config(ViT, locals())
         super().__init__(
@@ -163,5 +179,9 @@ class ViT(IsotropicVisionModel):
             drop_path_rate=drop_path_rate,
             use_pos_embed=use_pos_embed,
             eps=eps,
+            input_mean=input_mean,
+            input_std=input_std,
+            stem=stem,
+            head_norm=head_norm,
         )
         self._config = config

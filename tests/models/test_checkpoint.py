@@ -1,6 +1,7 @@
-"""Checkpoints: round trips (fp32 and bf16 weights), the files' contents, sha256 tamper
-detection, missing files, strict key / shape matching, save-time validation, and a rebuild in a
-fresh Python process that has only the directory."""
+"""Checkpoints: round trips (fp32 and bf16 weights; the conv stem and BatchNorm head with its
+running statistics), the files' contents, sha256 tamper detection, missing files, strict key /
+shape matching, save-time validation, and a rebuild in a fresh Python process that has only the
+directory."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from models import (
     load_checkpoint,
     save_checkpoint,
 )
-from tests.models.test_registry import tiny_inputs, tiny_model
+from models.backbone import ConvStem
+from tests.models.test_registry import tiny_inputs, tiny_model, tiny_overrides
 
 LABELS = ["a", "b", "c", "d", "e"]
 METRICS = {
@@ -276,3 +278,31 @@ def test_vit_round_trip_gives_a_vit(tmp_path: Path) -> None:
     model = tiny_model("vit_t")
     loaded = load_checkpoint(_save(model, tmp_path / "vit", name="vit_t"))
     assert type(loaded.model) is ViT
+
+
+@pytest.mark.parametrize("name", ["plstm_vis_t", "vit_t"])
+def test_conv_stem_and_batch_head_round_trip(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(30)
+    model = create_model(name, **tiny_overrides(name), stem="conv", head_norm="batch")
+    gen = torch.Generator().manual_seed(31)
+    bn = model.head_norm
+    with torch.no_grad():
+        for p in model.parameters():  # generic weights, gates and BatchNorm affine included
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+        bn.num_batches_tracked.fill_(11)
+    model.eval()
+    loaded = load_checkpoint(_save(model, tmp_path / "ckpt", name=name))
+    assert loaded.config["stem"] == "conv" and loaded.config["head_norm"] == "batch"
+    assert type(loaded.model.patch_embed) is ConvStem
+    restored = loaded.model.head_norm
+    assert isinstance(restored, torch.nn.BatchNorm1d) and not restored.training
+    for key in ("running_mean", "running_var", "weight", "bias", "num_batches_tracked"):
+        assert torch.equal(getattr(restored, key), getattr(bn, key)), key
+    torch.testing.assert_close(_logits(loaded.model, name), _logits(model, name), rtol=0, atol=0)
+    # the statistics are used: a fresh BatchNorm (mean 0, var 1) gives other logits
+    fresh = create_model(name, **loaded.config).eval()
+    state = {k: v for k, v in model.state_dict().items() if "head_norm.running" not in k}
+    fresh.load_state_dict(state, strict=False)
+    assert not torch.allclose(_logits(fresh, name), _logits(model, name), atol=1e-3)

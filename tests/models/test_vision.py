@@ -1,8 +1,10 @@
 """PLSTMVision and ViT: position-embedding resizing, input checks, method switching, pooling,
-P/D alternation, LayerScale, stochastic depth, the attention mixer and RMSNorm by value."""
+P/D alternation, LayerScale, stochastic depth, the attention mixer and RMSNorm by value, input
+standardisation, the convolutional stem (ConvStem, ChannelRMSNorm) and the BatchNorm head."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,9 +13,15 @@ import torch.nn.functional as F
 
 from models import PLSTMVision, ViT
 from models.backbone import (
+    HEAD_NORMS,
+    STEMS,
     AttentionMixer,
+    ChannelRMSNorm,
+    ConvStem,
     DropPath,
+    IsotropicVisionModel,
     LayerScale,
+    PatchEmbed,
     RMSNorm,
     pool_tokens,
     resize_pos_embed,
@@ -245,3 +253,305 @@ def test_bf16_model_stays_close_to_fp32() -> None:
         out = model.to(torch.bfloat16)(x.bfloat16())
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() <= 0.1 * ref.abs().max()
+
+
+def _standardising_pair(cls: type, seed: int, mean: float, std: float) -> tuple:
+    """(model with input_mean/std, the same weights with the defaults 0 / 1), both in eval."""
+    torch.manual_seed(seed)
+    model = cls(**TINY, input_mean=mean, input_std=std)
+    if cls is PLSTMVision:
+        randomize_gates(model, seed + 100)
+    plain = cls(**TINY)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return model.eval(), plain.eval()
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_input_standardisation_equals_standardised_input(cls: type) -> None:
+    gen = _gen(20)
+    mean = 0.2 + 0.7 * torch.rand((), generator=gen).item()
+    std = 0.1 + 0.3 * torch.rand((), generator=gen).item()
+    model, plain = _standardising_pair(cls, 21, mean, std)
+    assert (model.input_mean, model.input_std) == (mean, std)
+    assert (plain.input_mean, plain.input_std) == (0.0, 1.0)
+    x = torch.rand(2, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        out = model(x)
+        expected = plain((x - mean) / std)
+        unstandardised = plain(x)
+    assert torch.allclose(out, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(out, unstandardised, atol=1e-3)  # the shift really happens
+    # at another token grid too (the standardisation is per pixel, not per stored size)
+    x = torch.rand(1, 3, 40, 24, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain((x - mean) / std), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_input_statistics_survive_the_config_round_trip(cls: type) -> None:
+    model, _ = _standardising_pair(cls, 22, 0.875, 0.3125)
+    config = json.loads(json.dumps(model.config))
+    assert config["input_mean"] == 0.875 and config["input_std"] == 0.3125
+    rebuilt = cls(**config).eval()
+    assert (rebuilt.input_mean, rebuilt.input_std) == (0.875, 0.3125)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.rand(2, 3, 32, 32, generator=_gen(23))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    defaults = cls(**TINY).config
+    assert defaults["input_mean"] == 0.0 and defaults["input_std"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"input_std": 0.0}, "input_std"),
+        ({"input_std": -0.5}, "input_std"),
+        ({"input_std": math.inf}, "input_std|JSON"),
+        ({"input_std": math.nan}, "input_std|JSON"),
+        ({"input_mean": math.nan}, "input_mean|JSON"),
+        ({"input_mean": -math.inf}, "input_mean|JSON"),
+    ],
+)
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_bad_input_statistics_are_rejected(cls: type, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls(**TINY, **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"input_std": 0.0}, {"input_std": math.nan}, {"input_mean": math.inf}, {"input_std": -1.0}],
+)
+def test_backbone_rejects_bad_input_statistics(overrides: dict) -> None:
+    # The backbone's own check, without the subclasses' JSON check in front of it.
+    settings = {k: v for k, v in TINY.items() if k != "num_heads"} | {"in_chans": 3}
+    with pytest.raises(ValueError, match="input_mean must be finite and input_std positive"):
+        IsotropicVisionModel(
+            **settings, mixer_factory=lambda i: torch.nn.Identity(), pooling="mean", **overrides
+        )
+    model = IsotropicVisionModel(
+        **settings, mixer_factory=lambda i: torch.nn.Identity(), pooling="mean", input_std=2.0
+    )
+    assert model.input_std == 2.0 and model.input_mean == 0.0
+
+
+# --- the convolutional stem and the BatchNorm head ------------------------------------------
+
+
+def test_channel_rms_norm_matches_a_per_pixel_loop() -> None:
+    norm = ChannelRMSNorm(5, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(5, generator=_gen(30)))
+    x = 3 * torch.randn(2, 5, 3, 4, generator=_gen(31))
+    out = norm(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    xd, w = x.double(), norm.weight.detach().double()
+    expected = torch.empty_like(xd)
+    for b in range(2):
+        for i in range(3):
+            for j in range(4):
+                pixel = xd[b, :, i, j]
+                expected[b, :, i, j] = pixel / math.sqrt(pixel.pow(2).mean() + 1e-5) * w
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
+    half = norm(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.double(), expected, rtol=2e-2, atol=5e-2)
+
+
+def _convs(stem: ConvStem) -> list[torch.nn.Conv2d]:
+    return [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
+
+
+@pytest.mark.parametrize(
+    ("patch", "dim", "widths"),
+    [
+        (2, 16, [16]),
+        (4, 48, [32, 48]),
+        (8, 200, [32, 64, 128]),
+        (16, 200, [32, 64, 128, 200]),
+        (16, 24, [24, 24, 24, 24]),
+    ],
+)
+def test_conv_stem_layers_follow_the_documented_widths(
+    patch: int, dim: int, widths: list[int]
+) -> None:
+    stem = ConvStem(patch, 1, dim)
+    convs = _convs(stem)
+    *strided, last = convs
+    assert len(strided) == int(math.log2(patch))
+    assert [c.out_channels for c in strided] == widths
+    assert [c.in_channels for c in strided] == [1, *widths[:-1]]
+    assert all(c.kernel_size == (3, 3) and c.stride == (2, 2) for c in strided)
+    assert all(c.padding == (1, 1) for c in strided)
+    assert (last.in_channels, last.out_channels, last.kernel_size) == (widths[-1], dim, (1, 1))
+    norms = [m for m in stem.proj if isinstance(m, ChannelRMSNorm)]
+    assert [n.weight.numel() for n in norms] == widths
+    assert sum(isinstance(m, torch.nn.GELU) for m in stem.proj) == len(widths)
+    # each strided conv is followed by its norm and a GELU, the 1x1 projection ends the stem
+    kinds = [type(m) for m in stem.proj]
+    assert kinds == [torch.nn.Conv2d, ChannelRMSNorm, torch.nn.GELU] * len(widths) + [
+        torch.nn.Conv2d
+    ]
+    assert stem.patch_size == patch and stem.in_chans == 1
+
+
+@pytest.mark.parametrize("patch", [2, 4, 8, 16])
+def test_conv_stem_token_grid(patch: int) -> None:
+    torch.manual_seed(32)
+    stem = ConvStem(patch, 3, 24)
+    x = torch.randn(2, 3, 3 * patch, 2 * patch, generator=_gen(33))  # H != W
+    tokens = stem(x)
+    assert tokens.shape == (2, 3, 2, 24)
+    assert torch.isfinite(tokens).all()
+    square = stem(torch.randn(1, 3, 4 * patch, 4 * patch, generator=_gen(34)))
+    assert square.shape == (1, 4, 4, 24)
+
+
+@pytest.mark.parametrize("patch", [0, 1, 3, 6, 12])
+def test_conv_stem_needs_a_power_of_two_patch(patch: int) -> None:
+    with pytest.raises(ValueError, match=f"power-of-two patch size, got {patch}"):
+        ConvStem(patch, 3, 16)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 3, 30, 32), (2, 3, 32, 36), (2, 3, 4, 32), (2, 1, 32, 32), (3, 32, 32), (0, 3, 32, 32)],
+)
+def test_conv_stem_rejects_bad_images_like_the_patch_stem(shape: tuple) -> None:
+    x = torch.zeros(shape)
+    messages = []
+    for cls in (PatchEmbed, ConvStem):
+        with pytest.raises(ValueError) as info:
+            cls(8, 3, 16)(x)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(("patch", "size"), [(4, (32, 24)), (8, (64, 48))])
+def test_conv_stem_is_translation_equivariant(patch: int, size: tuple[int, int]) -> None:
+    """Shifting the image by one patch shifts the tokens by one position. The background is
+    zero (the convolutions' padding value), so torch.roll's wrap-around moves only zeros; the
+    first token row / column see the later layers' zero padding and are left out."""
+    torch.manual_seed(35)
+    stem = ConvStem(patch, 3, 16).eval()
+    height, width = size
+    x = torch.zeros(2, 3, height, width)
+    x[:, :, patch : height - 2 * patch, patch : width - 2 * patch] = torch.randn(
+        2, 3, height - 3 * patch, width - 3 * patch, generator=_gen(36)
+    )
+    shifted = torch.roll(x, shifts=(patch, patch), dims=(2, 3))
+    with torch.no_grad():
+        tokens, moved = stem(x), stem(shifted)
+    torch.testing.assert_close(moved[:, 2:, 2:], tokens[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    # the comparison has teeth: the tokens vary, so an unshifted grid does not match
+    assert (moved[:, 2:, 2:] - tokens[:, 2:, 2:]).abs().max() > 0.1
+
+
+def _stem_model(cls: type, seed: int = 40, **overrides) -> IsotropicVisionModel:
+    """A tiny model with the conv stem and the BatchNorm head, random head BatchNorm statistics
+    and affine parameters (and random pLSTM gates), in eval mode."""
+    torch.manual_seed(seed)
+    model = cls(**{**TINY, "stem": "conv", "head_norm": "batch", **overrides})
+    if cls is PLSTMVision:
+        randomize_gates(model, seed + 100)
+    bn = model.head_norm
+    gen = _gen(seed + 200)
+    with torch.no_grad():
+        bn.running_mean.copy_(0.1 * torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+        bn.weight.copy_(1 + 0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.bias.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.num_batches_tracked.fill_(7)
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_stem_and_head_norm_choices(cls: type) -> None:
+    assert STEMS["patch"] is PatchEmbed and STEMS["conv"] is ConvStem and len(STEMS) == 2
+    assert HEAD_NORMS == ("none", "batch")
+    plain = cls(**TINY)
+    assert (plain.config["stem"], plain.config["head_norm"]) == ("patch", "none")
+    assert type(plain.patch_embed) is PatchEmbed
+    assert isinstance(plain.head_norm, torch.nn.Identity)
+    model = _stem_model(cls)
+    assert (model.config["stem"], model.config["head_norm"]) == ("conv", "batch")
+    assert type(model.patch_embed) is ConvStem and model.patch_size == TINY["patch_size"]
+    assert isinstance(model.head_norm, torch.nn.BatchNorm1d)
+    assert model.head_norm.num_features == model.num_features == model.head.in_features
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"stem": "conv3"}, r"stem must be one of \['patch', 'conv'\], got 'conv3'"),
+        ({"head_norm": "layer"}, r"head_norm must be one of \['none', 'batch'\], got 'layer'"),
+        ({"stem": "conv", "patch_size": 6, "img_size": 36}, "power-of-two patch size, got 6"),
+    ],
+)
+def test_bad_stem_or_head_norm_is_rejected(cls: type, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls(**{**TINY, **overrides})
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_conv_stem_model_runs_at_two_resolutions(cls: type) -> None:
+    model = _stem_model(cls)
+    with torch.no_grad():
+        for size, grid in (((32, 32), (4, 4)), ((48, 40), (6, 5))):
+            x = _images(41, size=size, batch=3)
+            assert model.forward_tokens(x).shape == (3, *grid, TINY["dim"])
+            logits = model(x)
+            assert logits.shape == (3, TINY["num_classes"]) and torch.isfinite(logits).all()
+            # eval mode: the BatchNorm uses its running statistics, samples stay independent
+            torch.testing.assert_close(model(x[1:2]), logits[1:2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_batch_head_norm_in_eval_is_the_affine_map_of_the_running_statistics(cls: type) -> None:
+    model = _stem_model(cls)
+    bn = model.head_norm
+    x = _images(42, size=(40, 24))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        normed = (features - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+        expected = (normed * bn.weight + bn.bias) @ model.head.weight.T + model.head.bias
+        torch.testing.assert_close(model.forward_head(features), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+        # the statistics really matter: the plain linear head gives other logits
+        assert not torch.allclose(model.head(features), expected, atol=1e-3)
+    assert int(bn.num_batches_tracked) == 7  # eval mode leaves the statistics alone
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_conv_stem_model_gradients_reach_every_parameter(cls: type) -> None:
+    model = _stem_model(cls).train()
+    running_mean = model.head_norm.running_mean.clone()
+    # batch 4: with only 2 samples a BatchNorm output is ±1 whatever its input
+    model(_images(43, batch=4)).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert any(name.startswith("patch_embed.proj.") for name, _ in model.named_parameters())
+    # train mode updates the running statistics
+    assert int(model.head_norm.num_batches_tracked) == 8
+    assert not torch.equal(model.head_norm.running_mean, running_mean)
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_conv_stem_model_survives_the_config_round_trip(cls: type) -> None:
+    model = _stem_model(cls)
+    config = json.loads(json.dumps(model.config))
+    assert config["stem"] == "conv" and config["head_norm"] == "batch"
+    rebuilt = cls(**config)
+    assert type(rebuilt.patch_embed) is ConvStem
+    assert isinstance(rebuilt.head_norm, torch.nn.BatchNorm1d)
+    state = model.state_dict()
+    assert {"head_norm.running_mean", "head_norm.running_var", "patch_embed.proj.0.weight"} <= set(
+        state
+    )
+    rebuilt.load_state_dict(state, strict=True)
+    rebuilt.eval()
+    x = _images(44, size=(32, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
