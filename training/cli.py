@@ -162,6 +162,20 @@ GROUPS: dict[str, list[Option]] = {
         ),
         Option("--patch-size", _positive_int, "arrow experiments: patch size in px (default: 8)"),
         Option(
+            "--stem",
+            None,
+            "arrow experiments: token embedding, conv (stride-2 3x3 convolutions; learns the "
+            "task) or patch (the paper's linear patch projection) (default: conv)",
+            choices=("conv", "patch"),
+        ),
+        Option(
+            "--head-norm",
+            None,
+            "arrow experiments: batch = BatchNorm of the pooled features before the linear "
+            "head, none = the paper's plain head (default: batch)",
+            choices=("batch", "none"),
+        ),
+        Option(
             "--dropout",
             _non_negative_float,
             "graph experiments: dropout in blocks and readout (default: 0)",
@@ -189,6 +203,21 @@ GROUPS: dict[str, list[Option]] = {
             _positive_float,
             "arrow experiments: pixel scale of the paper geometry; 0.5 = 96 px train / "
             "192 px extrapolation, 1.0 = the paper's 192 / 384 px (default: 0.5)",
+        ),
+        Option(
+            "--cache-data",
+            _bool,
+            "arrow experiments: render the training and validation images once into memory "
+            "(in parallel; ~0.9 GB per 100,000 96 px images) instead of per item (default: on)",
+            boolean=True,
+            per_run=False,
+        ),
+        Option(
+            "--standardize",
+            _bool,
+            "arrow experiments: the model standardises pixels with the training images' mean "
+            "and std, recorded in its config (default: on)",
+            boolean=True,
         ),
         Option(
             "--task",

@@ -107,6 +107,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics): each rank updates them
+    from its own batches, and DDP only syncs them at the next training forward."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def all_reduce_sums(values: Sequence[float], device: torch.device) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (float64; the values unchanged when
     single-process)."""

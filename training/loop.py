@@ -47,6 +47,7 @@ from training.distributed import (
     DistEnv,
     EpochShardSampler,
     all_reduce_sums,
+    broadcast_buffers,
     shard_indices,
 )
 from training.monitor import MetricsLog, TrainingMetrics, plot_curves
@@ -281,7 +282,12 @@ class Trainer:
             rank=self.env.rank,
             world_size=self.env.world_size,
         )
-        self.steps_per_epoch = -(-self.sampler.shard_size // self.local_batch)
+        # A lone last sample would stop BatchNorm layers in training mode: it is skipped.
+        shard = self.sampler.shard_size
+        self.drop_last = shard > 1 and shard % self.local_batch == 1
+        self.steps_per_epoch = (
+            shard // self.local_batch if self.drop_last else -(-shard // self.local_batch)
+        )
         total = config.epochs * self.steps_per_epoch
         warmup = (
             config.warmup_steps
@@ -310,7 +316,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def _loader(
-        self, dataset: Dataset, sampler: Any, batch_size: int, persistent: bool = False
+        self,
+        dataset: Dataset,
+        sampler: Any,
+        batch_size: int,
+        persistent: bool = False,
+        drop_last: bool = False,
     ) -> DataLoader:
         workers = self.config.workers
         return DataLoader(
@@ -321,6 +332,7 @@ class Trainer:
             collate_fn=self.spec.collate_fn,
             pin_memory=self.device.type == "cuda",
             persistent_workers=persistent and workers > 0,
+            drop_last=drop_last,
         )
 
     def _unpack(self, batch: Any) -> tuple[tuple[Any, ...], torch.Tensor, int]:
@@ -384,6 +396,7 @@ class Trainer:
         over the ranks, sums reduced); keys ``{prefix}_loss``, ``{prefix}_accuracy`` |
         ``{prefix}_rmse``, ``{prefix}_samples``."""
         was_training = self.model.training
+        broadcast_buffers(self.model)  # every rank evaluates the same model
         self.model.eval()
         sums = _Sums(self.device)
         subset = Subset(dataset, shard_indices(len(dataset), self.env))
@@ -436,7 +449,11 @@ class Trainer:
         self.sampler.set_start(min(self.batches_done * self.local_batch, self.sampler.shard_size))
         if self._train_loader is None:  # one loader: its workers persist across epochs
             self._train_loader = self._loader(
-                self.spec.train_set, self.sampler, self.local_batch, persistent=True
+                self.spec.train_set,
+                self.sampler,
+                self.local_batch,
+                persistent=True,
+                drop_last=self.drop_last,
             )
         loader = self._train_loader
         self.train_model.train()
@@ -610,6 +627,7 @@ class Trainer:
         return directory
 
     def _finish(self) -> TrainResult:
+        broadcast_buffers(self.model)
         final_sha = state_dict_sha256(self.model)
         if self.weights_hash_file is not None:
             self.weights_hash_file.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from models import load_checkpoint
 from plstm_cli.main import main as plstm_main
-from training.cli import OPTIONS, build_parser, resolve
-from training.experiments import EXPERIMENTS
+from training.cli import OPTIONS, build_parser, experiment_options, resolve
+from training.experiments import EXPERIMENTS, build_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_ARROW = [
@@ -169,6 +169,9 @@ def test_arrow_run_and_cli_resume_match(tmp_path: Path, capsys: pytest.CaptureFi
     loaded = load_checkpoint(straight / "best")
     assert loaded.architecture == "plstm_vis_t" and loaded.config["img_size"] == 48
     assert loaded.config["dim"] == 16 and loaded.labels == ["not_pointing", "pointing"]
+    # the arrow defaults: conv stem, BatchNorm head with statistics gathered in training
+    assert loaded.config["stem"] == "conv" and loaded.config["head_norm"] == "batch"
+    assert int(loaded.model.head_norm.num_batches_tracked) >= 2
     assert set(loaded.metrics) == {"validation", "test", "extrapolation"}
     assert loaded.metrics["extrapolation"]["resolution"] == 96
     assert loaded.metrics["test"]["num_samples"] == 8
@@ -238,3 +241,80 @@ def test_graph_experiments_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert validation["rmse"] > 0 and validation["loss"] == pytest.approx(validation["rmse"] ** 2)
     assert loaded.metrics["test"]["dataset"] == "solubility"
     assert loaded.input_spec["num_node_features"] == 38
+
+
+def test_cache_data_and_standardize_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert OPTIONS["cache_data"].flag == "--cache-data" and OPTIONS["cache_data"].boolean
+    assert OPTIONS["standardize"].flag == "--standardize" and OPTIONS["standardize"].boolean
+    # --standardize defines the model (restored on --resume); --cache-data only this invocation
+    assert OPTIONS["standardize"].per_run and not OPTIONS["cache_data"].per_run
+    _, options = resolve(build_parser().parse_args(["arrow-vit"]))
+    assert options["cache_data"] is None and options["standardize"] is None  # experiment default
+    argv = ["arrow-vit", "--no-cache-data", "--standardize"]
+    _, options = resolve(build_parser().parse_args(argv))
+    chosen = experiment_options(options)
+    assert chosen.cache_data is False and chosen.standardize is True
+    monkeypatch.setenv("PLSTM_TRAIN_CACHE_DATA", "1")
+    monkeypatch.setenv("PLSTM_TRAIN_STANDARDIZE", "off")
+    _, options = resolve(build_parser().parse_args(["arrow-plstm"]))
+    assert options["cache_data"] is True and options["standardize"] is False
+    _, options = resolve(build_parser().parse_args(["arrow-plstm", "--no-cache-data"]))
+    assert options["cache_data"] is False  # command line over environment
+    monkeypatch.delenv("PLSTM_TRAIN_CACHE_DATA")
+    monkeypatch.delenv("PLSTM_TRAIN_STANDARDIZE")
+    for flag in ("--cache-data", "--no-standardize"):
+        code, _, err = _run(["solubility-gin", flag], capsys)
+        assert code == 2 and f"{flag.replace('no-', '')} do(es) not apply" in err
+
+
+def test_stem_and_head_norm_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert OPTIONS["stem"].choices == ("conv", "patch") and OPTIONS["stem"].per_run
+    assert OPTIONS["head_norm"].choices == ("batch", "none") and OPTIONS["head_norm"].per_run
+    _, options = resolve(build_parser().parse_args(["arrow-plstm"]))
+    assert options["stem"] is None and options["head_norm"] is None  # experiment default
+    tiny = [
+        "--dim", "16", "--depth", "1", "--heads", "2", "--train-samples", "8",
+        "--val-samples", "8", "--test-samples", "0", "--no-cache-data", "--no-standardize",
+    ]  # fmt: skip
+    argv = ["arrow-plstm", "--stem", "patch", "--head-norm", "none", *tiny]
+    _, options = resolve(build_parser().parse_args(argv))
+    torch.manual_seed(0)
+    config = build_run("arrow-plstm", experiment_options(options)).model.config
+    assert config["stem"] == "patch" and config["head_norm"] == "none"
+    monkeypatch.setenv("PLSTM_TRAIN_STEM", "patch")
+    _, options = resolve(build_parser().parse_args(["arrow-vit", *tiny]))
+    config = build_run("arrow-vit", experiment_options(options)).model.config
+    assert config["stem"] == "patch" and config["head_norm"] == "batch"
+    _, options = resolve(build_parser().parse_args(["arrow-vit", "--stem", "conv"]))
+    assert options["stem"] == "conv"  # command line over environment
+    monkeypatch.setenv("PLSTM_TRAIN_HEAD_NORM", "layer")
+    code, _, err = _run(["arrow-vit"], capsys)
+    assert code == 2 and "PLSTM_TRAIN_HEAD_NORM must be one of" in err
+    monkeypatch.delenv("PLSTM_TRAIN_STEM")
+    monkeypatch.delenv("PLSTM_TRAIN_HEAD_NORM")
+    code, _, err = _run(["arrow-vit", "--stem", "conv3"], capsys)
+    assert code == 2 and "invalid choice: 'conv3'" in err
+    for argv, flag in (
+        (["solubility-gin", "--stem", "conv"], "--stem"),
+        (["tu-plstm", "--tu-root", "x", "--head-norm", "batch"], "--head-norm"),
+    ):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and f"{flag} do(es) not apply" in err
+
+
+def test_a_lone_last_training_sample_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 33 samples in batches of 16 leave one: BatchNorm (head_norm "batch") cannot train on it
+    argv = [*TINY_ARROW, "--train-samples", "33", "--epochs", "1", "--test-samples", "0"]
+    code, out, err = _run([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "2 steps per epoch" in out
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert rows[-1]["step"] == 2
