@@ -308,9 +308,16 @@ class IsotropicVisionModel(nn.Module):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
-        if not (math.isfinite(input_mean) and math.isfinite(input_std) and input_std > 0):
+        numbers = all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (input_mean, input_std)
+        )
+        if (
+            not (numbers and math.isfinite(input_mean) and math.isfinite(input_std))
+            or input_std <= 0
+        ):
             raise ValueError(
-                f"input_mean must be finite and input_std positive, got {input_mean}, {input_std}"
+                f"input_mean must be a finite number and input_std a positive one, "
+                f"got {input_mean!r}, {input_std!r}"
             )
         if not isinstance(img_size, int) or img_size < patch_size or img_size % patch_size:
             raise ValueError(

@@ -321,12 +321,19 @@ def test_bad_input_statistics_are_rejected(cls: type, overrides: dict, match: st
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"input_std": 0.0}, {"input_std": math.nan}, {"input_mean": math.inf}, {"input_std": -1.0}],
+    [
+        {"input_std": 0.0},
+        {"input_std": math.nan},
+        {"input_mean": math.inf},
+        {"input_std": -1.0},
+        {"input_std": "1"},
+        {"input_mean": True},
+    ],
 )
 def test_backbone_rejects_bad_input_statistics(overrides: dict) -> None:
     # The backbone's own check, without the subclasses' JSON check in front of it.
     settings = {k: v for k, v in TINY.items() if k != "num_heads"} | {"in_chans": 3}
-    with pytest.raises(ValueError, match="input_mean must be finite and input_std positive"):
+    with pytest.raises(ValueError, match="input_mean must be a finite number and input_std a pos"):
         IsotropicVisionModel(
             **settings, mixer_factory=lambda i: torch.nn.Identity(), pooling="mean", **overrides
         )

@@ -413,6 +413,8 @@ def test_render_images_of_nothing() -> None:
         ((0, 4, 96, 1.0), "resolution"),
         ((0, 4, 96, 0.1), "scale"),
         ((0, 4, 96, float("inf")), "scale"),
+        ((0, 4, 96, 0.5, 0), "processes"),
+        ((0, 4, 96, 0.5, 1.5), "processes"),
     ],
 )
 def test_render_images_rejects_bad_arguments(args: tuple, match: str) -> None:

@@ -288,6 +288,8 @@ def render_images(
         (start, min(start + _RENDER_CHUNK, num_samples))
         for start in range(0, num_samples, _RENDER_CHUNK)
     ]
+    if processes is not None:
+        processes = _check_int("processes", processes, 1)
     processes = min(processes or os.cpu_count() or 1, len(bounds))
     if processes <= 1:
         parts = [_render_range(seed, a, b, resolution, scale) for a, b in bounds]
