@@ -187,10 +187,17 @@ class ChannelRMSNorm(nn.Module):
         return (xf * rms * self.weight.to(xf.dtype)[None, :, None, None]).to(x.dtype)
 
 
+STEM_NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "rms": ChannelRMSNorm,
+    "batch": nn.BatchNorm2d,
+}
+
+
 class ConvStem(PatchEmbed):
     """Convolutional patch embedding: images ``[B,C,H,W]`` → tokens ``[B,X,Y,D]`` through
     log2(patch) stride-2 3×3 convolutions (widths 32, 64, ... capped at D; each followed by a
-    per-pixel :class:`ChannelRMSNorm` and GELU) and a 1×1 projection to D. Same token grid and
+    per-pixel :class:`ChannelRMSNorm`, or BatchNorm2d with ``norm="batch"``, and GELU) and a
+    1×1 projection to D. Same token grid and
     input contract as :class:`PatchEmbed`; the overlapping, nonlinear filters see sub-patch
     geometry (a thin stroke's direction) that a linear patch projection recovers poorly
     (Xiao et al. 2021, "Early convolutions help transformers see better"). Translation-
@@ -199,8 +206,10 @@ class ConvStem(PatchEmbed):
     blocks: about 0.8 G); activation memory O(H·W·32 / 4) per image.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+    def __init__(self, patch_size: int, in_chans: int, dim: int, norm: str = "rms") -> None:
         nn.Module.__init__(self)
+        if norm not in STEM_NORMS:
+            raise ValueError(f"conv stem norm must be one of {list(STEM_NORMS)}, got {norm!r}")
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
         self.patch_size = patch_size
@@ -211,7 +220,7 @@ class ConvStem(PatchEmbed):
             out = min(dim, 32 * 2**i)
             layers += [
                 nn.Conv2d(width, out, 3, stride=2, padding=1),
-                ChannelRMSNorm(out),
+                STEM_NORMS[norm](out),
                 nn.GELU(),
             ]
             width = out
@@ -219,7 +228,17 @@ class ConvStem(PatchEmbed):
         self.proj = nn.Sequential(*layers)
 
 
-STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+class BatchNormConvStem(ConvStem):
+    """:class:`ConvStem` with BatchNorm2d in place of the per-pixel RMSNorm (as in a ResNet):
+    per-channel statistics over the batch and all pixels lift the sparse stroke responses
+    of almost-blank images; in eval mode it is a fixed per-channel affine map, so it still
+    applies to any image size."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__(patch_size, in_chans, dim, norm="batch")
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem, "conv-bn": BatchNormConvStem}
 HEAD_NORMS = ("none", "batch")
 
 

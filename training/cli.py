@@ -164,9 +164,10 @@ GROUPS: dict[str, list[Option]] = {
         Option(
             "--stem",
             None,
-            "arrow experiments: token embedding, conv (stride-2 3x3 convolutions; learns the "
-            "task) or patch (the paper's linear patch projection) (default: conv)",
-            choices=("conv", "patch"),
+            "arrow experiments: token embedding, conv (stride-2 3x3 convolutions with a "
+            "per-pixel RMSNorm; learns the task), conv-bn (the same with BatchNorm) or patch "
+            "(the paper's linear patch projection) (default: conv-bn)",
+            choices=("conv", "conv-bn", "patch"),
         ),
         Option(
             "--head-norm",

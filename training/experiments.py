@@ -14,9 +14,9 @@ Defaults follow the paper: arrow pointing 50 epochs, batch 128, one warmup epoch
 (pLSTM) / 3e-4 (ViT), the best learning rates of Table 5; graphs 100 epochs, batch 64, lr 1e-3,
 5 warmup epochs (D.4), pLSTM width 96, GIN width 128, 4 layers each. Where we depart from the
 paper (docs/results.md says why): both arrow models embed pixels with a small convolutional stem
-and put a BatchNorm on the pooled features before the head (``--stem patch --head-norm none``
-restores the paper's set-up, with which no run left chance), and standardise pixels inside the
-model.
+with BatchNorm and put a BatchNorm on the pooled features before the head (``--stem patch
+--head-norm none`` restores the paper's set-up, with which no run left chance), and standardise
+pixels inside the model.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class ExperimentOptions:
     Arrow only: ``model_size`` (t | s | b), ``arrow_scale`` (pixel scale of the paper geometry,
     default 0.5: 96 px), ``patch_size`` (default 8), ``cache_data`` (render the training and
     validation images once into memory; default on), ``standardize`` (the model standardises
-    pixels with the training images' mean and std; default on), ``stem`` (patch | conv;
-    default conv), ``head_norm`` (none | batch; default batch). Graphs only: ``task``
+    pixels with the training images' mean and std; default on), ``stem`` (patch | conv |
+    conv-bn; default conv-bn), ``head_norm`` (none | batch; default batch). Graphs only: ``task``
     (classification | regression; regression is solubility only), ``split_seed``
     (train/val(/test) partition, default 0), ``dropout``; TU only: ``tu_root``, ``tu_name``.
     All: ``dim``, ``depth``, ``heads`` (not GIN), ``method`` (pLSTM only), ``train_samples`` /
@@ -245,7 +245,7 @@ def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
         "patch_size": patch,
         "in_chans": 3,
         "num_classes": 2,
-        "stem": options.stem or "conv",
+        "stem": options.stem or "conv-bn",
         "head_norm": options.head_norm or "batch",
         **_overrides(options),
     }

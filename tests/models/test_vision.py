@@ -475,7 +475,7 @@ def _stem_model(cls: type, seed: int = 40, **overrides) -> IsotropicVisionModel:
 
 @pytest.mark.parametrize("cls", [PLSTMVision, ViT])
 def test_stem_and_head_norm_choices(cls: type) -> None:
-    assert STEMS["patch"] is PatchEmbed and STEMS["conv"] is ConvStem and len(STEMS) == 2
+    assert STEMS["patch"] is PatchEmbed and STEMS["conv"] is ConvStem and len(STEMS) == 3
     assert HEAD_NORMS == ("none", "batch")
     plain = cls(**TINY)
     assert (plain.config["stem"], plain.config["head_norm"]) == ("patch", "none")
@@ -486,13 +486,16 @@ def test_stem_and_head_norm_choices(cls: type) -> None:
     assert type(model.patch_embed) is ConvStem and model.patch_size == TINY["patch_size"]
     assert isinstance(model.head_norm, torch.nn.BatchNorm1d)
     assert model.head_norm.num_features == model.num_features == model.head.in_features
+    bn_stem = cls(**{**TINY, "stem": "conv-bn"})
+    assert type(bn_stem.patch_embed) is STEMS["conv-bn"]
+    assert bn_stem(torch.rand(3, 3, 32, 32, generator=_gen(42))).shape == (3, TINY["num_classes"])
 
 
 @pytest.mark.parametrize("cls", [PLSTMVision, ViT])
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"stem": "conv3"}, r"stem must be one of \['patch', 'conv'\], got 'conv3'"),
+        ({"stem": "conv3"}, r"stem must be one of \['patch', 'conv', 'conv-bn'\], got 'conv3'"),
         ({"head_norm": "layer"}, r"head_norm must be one of \['none', 'batch'\], got 'layer'"),
         ({"stem": "conv", "patch_size": 6, "img_size": 36}, "power-of-two patch size, got 6"),
     ],
@@ -562,3 +565,21 @@ def test_conv_stem_model_survives_the_config_round_trip(cls: type) -> None:
     x = _images(44, size=(32, 40))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_batchnorm_conv_stem_swaps_only_the_norm() -> None:
+    rms, bn = ConvStem(8, 1, 48), STEMS["conv-bn"](8, 1, 48)
+    assert [type(m) for m in bn.proj] == [
+        torch.nn.BatchNorm2d if isinstance(m, ChannelRMSNorm) else type(m) for m in rms.proj
+    ]
+    assert [m.num_features for m in bn.proj if isinstance(m, torch.nn.BatchNorm2d)] == [32, 48, 48]
+    x = torch.rand(4, 1, 32, 24, generator=_gen(41))
+    # train mode normalises each channel over batch and pixels: zero mean, unit variance
+    first = bn.proj[1](bn.proj[0](x))
+    torch.testing.assert_close(first.mean(dim=(0, 2, 3)), torch.zeros(32), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        first.var(dim=(0, 2, 3), unbiased=False), torch.ones(32), atol=1e-3, rtol=0
+    )
+    assert bn(x).shape == (4, 4, 3, 48)
+    with pytest.raises(ValueError, match="conv stem norm must be one of"):
+        ConvStem(8, 1, 48, norm="layer")

@@ -169,8 +169,8 @@ def test_arrow_run_and_cli_resume_match(tmp_path: Path, capsys: pytest.CaptureFi
     loaded = load_checkpoint(straight / "best")
     assert loaded.architecture == "plstm_vis_t" and loaded.config["img_size"] == 48
     assert loaded.config["dim"] == 16 and loaded.labels == ["not_pointing", "pointing"]
-    # the arrow defaults: conv stem, BatchNorm head with statistics gathered in training
-    assert loaded.config["stem"] == "conv" and loaded.config["head_norm"] == "batch"
+    # the arrow defaults: BatchNorm conv stem, BatchNorm head with statistics gathered in training
+    assert loaded.config["stem"] == "conv-bn" and loaded.config["head_norm"] == "batch"
     assert int(loaded.model.head_norm.num_batches_tracked) >= 2
     assert set(loaded.metrics) == {"validation", "test", "extrapolation"}
     assert loaded.metrics["extrapolation"]["resolution"] == 96
@@ -272,7 +272,7 @@ def test_cache_data_and_standardize_flags(
 def test_stem_and_head_norm_flags(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert OPTIONS["stem"].choices == ("conv", "patch") and OPTIONS["stem"].per_run
+    assert OPTIONS["stem"].choices == ("conv", "conv-bn", "patch") and OPTIONS["stem"].per_run
     assert OPTIONS["head_norm"].choices == ("batch", "none") and OPTIONS["head_norm"].per_run
     _, options = resolve(build_parser().parse_args(["arrow-plstm"]))
     assert options["stem"] is None and options["head_norm"] is None  # experiment default

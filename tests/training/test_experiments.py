@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.backbone import ConvStem, PatchEmbed
+from models.backbone import BatchNormConvStem, PatchEmbed
 from training.data.arrows import TRAIN_SEED, render_sample
 from training.experiments import ExperimentOptions, build_run, check_options, get_experiment
 from training.loop import RunSpec
@@ -81,8 +81,8 @@ TINY_MODEL = {
 def test_arrow_models_default_to_the_conv_stem_and_batch_head(name: str) -> None:
     torch.manual_seed(0)
     model = build_run(name, ExperimentOptions(**TINY_MODEL)).model
-    assert model.config["stem"] == "conv" and model.config["head_norm"] == "batch"
-    assert type(model.patch_embed) is ConvStem
+    assert model.config["stem"] == "conv-bn" and model.config["head_norm"] == "batch"
+    assert type(model.patch_embed) is BatchNormConvStem
     assert isinstance(model.head_norm, torch.nn.BatchNorm1d)
 
 
@@ -95,7 +95,7 @@ def test_arrow_stem_and_head_norm_options_reach_the_model(name: str) -> None:
     assert type(model.patch_embed) is PatchEmbed
     assert isinstance(model.head_norm, torch.nn.Identity)
     mixed = build_run(name, ExperimentOptions(**TINY_MODEL, head_norm="none")).model
-    assert mixed.config["stem"] == "conv" and mixed.config["head_norm"] == "none"
+    assert mixed.config["stem"] == "conv-bn" and mixed.config["head_norm"] == "none"
 
 
 @pytest.mark.parametrize("name", ["solubility-gin", "solubility-plstm", "tu-gin", "tu-plstm"])
@@ -109,7 +109,7 @@ def test_stem_and_head_norm_are_refused_for_graphs(name: str, option: str, value
 @pytest.mark.parametrize(
     ("option", "value", "match"),
     [
-        ("stem", "conv3", r"--stem must be one of \['patch', 'conv'\], got 'conv3'"),
+        ("stem", "conv3", r"--stem must be one of \['patch', 'conv', 'conv-bn'\], got 'conv3'"),
         ("head_norm", "layer", r"--head-norm must be one of .*'none', 'batch'.*, got 'layer'"),
     ],
 )
