@@ -2,7 +2,8 @@
 
 Flags override the ``PLSTM_*`` environment variables (they are written into the environment
 before the server starts, so every worker process sees them); everything else comes from the
-environment (:class:`app.settings.Settings`).
+environment (:class:`app.settings.Settings`). In process mode (``--engine``, see
+:mod:`app.engine_launcher`) the engine process is started before uvicorn and stopped after it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from app.settings import LOG_LEVELS, Settings, get_settings
 
-FLAG_SETTINGS = ("host", "port", "workers", "model_repository", "device", "log_level")
+FLAG_SETTINGS = ("host", "port", "workers", "engine", "model_repository", "device", "log_level")
 
 
 def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
@@ -34,6 +35,13 @@ def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port (PLSTM_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (PLSTM_WORKERS, default 1)")
     serve.add_argument(
+        "--engine",
+        choices=("auto", "inline", "process"),
+        help="where the models run (PLSTM_ENGINE): inline = every worker loads every model and "
+        "batches its own requests; process = one engine process loads the models and batches "
+        "the requests of all workers; auto (default) = process when workers > 1, else inline",
+    )
+    serve.add_argument(
         "--model-repository",
         help="directory of <model>/<version>/ checkpoints (PLSTM_MODEL_REPOSITORY)",
     )
@@ -46,12 +54,18 @@ def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
 
 def create_logged_app() -> FastAPI:
     """The uvicorn app factory: JSON logging, then :func:`app.main.create_app`."""
+    from app.engine_launcher import PID_ENV, SOCKET_ENV
     from app.logging import configure_logging
     from app.main import create_app
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    pid = os.environ.get(PID_ENV, "")
+    return create_app(
+        settings,
+        engine_socket=os.environ.get(SOCKET_ENV) or None,
+        engine_pid=int(pid) if pid.isdigit() else None,
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -70,26 +84,36 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
+    from app.engine_launcher import PID_ENV, SOCKET_ENV, EngineProcess, engine_mode
     from app.logging import configure_logging
 
     configure_logging(settings.log_level)
+    os.environ.pop(SOCKET_ENV, None)
+    os.environ.pop(PID_ENV, None)
+    engine = EngineProcess(settings) if engine_mode(settings) == "process" else None
     # uvicorn re-raises the signal that stopped it once shutdown is done; with the default
     # handler that would end the process as "killed by SIGTERM" after a clean drain
     stopped_by: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
-    uvicorn.run(
-        "app.cli:create_logged_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
-    return 0
+    try:
+        if engine is not None:
+            engine.start()
+        uvicorn.run(
+            "app.cli:create_logged_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        )
+    finally:
+        if engine is not None:
+            engine.stop()  # after the workers: they drained their requests through it
+    return 1 if engine is not None and engine.failed else 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m app.cli") -> int:

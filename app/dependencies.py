@@ -1,5 +1,5 @@
 """FastAPI dependencies (async: plain functions would each cost a thread-pool hop per request):
-the app's settings, repository, metrics and model runtimes, and the
+the app's settings, repository, metrics, model runtimes and engine connection, and the
 optional API key check (``PLSTM_API_KEY``)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.engine_client import EngineClient, RemoteRuntime
 from app.errors import ApiError
 from app.inference import ModelRuntime
 from app.metrics import Metrics
@@ -28,15 +29,27 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-async def get_runtimes(request: Request) -> dict[tuple[str, int], ModelRuntime]:
-    """READY model versions by (name, version); empty before start-up finished."""
+async def get_runtimes(
+    request: Request,
+) -> dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime]:
+    """READY model versions by (name, version); empty before start-up finished (in process
+    mode: :class:`app.engine_client.RemoteRuntimes`)."""
     return request.app.state.runtimes
+
+
+async def get_engine(request: Request) -> EngineClient | None:
+    """The connection to the engine process; None when the models run in this process."""
+    return request.app.state.engine
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-RuntimesDep = Annotated[dict[tuple[str, int], ModelRuntime], Depends(get_runtimes)]
+RuntimesDep = Annotated[
+    dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime],
+    Depends(get_runtimes),
+]
+EngineDep = Annotated[EngineClient | None, Depends(get_engine)]
 
 
 def _given_key(request: Request) -> str | None:

@@ -343,6 +343,23 @@ def preprocess_image(
     )
 
 
+INLINE_DECODE_PIXELS = 256 * 256
+"""Images up to this many pixels are decoded on the event loop (well under a millisecond);
+larger ones in a worker thread, whose hand-off costs more than decoding a small image."""
+
+
+def decodes_quickly(data: bytes, max_pixels: int = INLINE_DECODE_PIXELS) -> bool:
+    """True when ``data``'s header (read without decoding) shows a supported image of at most
+    ``max_pixels`` pixels; False for anything else, including unreadable bytes (whose error
+    the full decode reports)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # any failure: leave it to decode_image, which names the problem
+        return False
+    return width * height <= max_pixels
+
+
 def load_image(
     data: bytes,
     spec: ImageSpec,

@@ -6,6 +6,10 @@ metrics are exported, and every READY version gets a :class:`app.inference.Model
 with its own batcher; then the server reports ready. Shutdown (uvicorn runs it on SIGTERM
 once in-flight requests are done): the server reports not ready and every batcher drains
 (queued work finishes, new work gets 503).
+
+With ``engine_socket`` (process mode, ``PLSTM_ENGINE=process``) the models live in the engine
+process instead: the lifespan is :func:`app.engine_client.engine_lifespan` and the runtimes
+forward requests to the engine's batchers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from importlib.metadata import PackageNotFoundError, version
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.engine_client import EngineClient, RemoteRuntimes, engine_lifespan
+from app.engine_entries import RemoteRepository
 from app.errors import install_error_handlers
 from app.inference import build_runtimes
 from app.logging import RequestIdMiddleware, install_request_id_factory
@@ -40,6 +46,10 @@ def server_version() -> str:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.engine is not None:
+        async with engine_lifespan(app):
+            yield
+        return
     settings: Settings = app.state.settings
     repository: ModelRepository = app.state.repository
     metrics: Metrics = app.state.metrics
@@ -62,9 +72,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("drained")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def build_repository(settings: Settings) -> ModelRepository:
+    """The (not yet loaded) repository ``settings`` describe; ValueError when the configured
+    device does not exist here."""
+    return ModelRepository(
+        settings.model_repository,
+        settings.device,
+        warmup=settings.warmup,
+        onnx=settings.onnx,
+        onnx_max_graph_nodes=settings.max_atoms,
+        cuda_graphs=settings.cuda_graphs,
+        max_batch_size=settings.max_batch_size,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_socket: str | None = None,
+    engine_pid: int | None = None,
+) -> FastAPI:
     """The server app for ``settings`` (default: :func:`app.settings.get_settings`).
-    ValueError when the configured device does not exist here."""
+    ValueError when the configured device does not exist here. With ``engine_socket`` the
+    models run in the engine process (id ``engine_pid``, if known) listening there
+    (:mod:`app.engine`)."""
     settings = get_settings() if settings is None else settings
     install_request_id_factory()
     app = FastAPI(
@@ -74,19 +105,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "models: a friendly API (/v1) and the Open Inference Protocol v2 (/v2).",
         lifespan=lifespan,
     )
-    metrics = Metrics()
+    metrics = Metrics(engine_families=engine_socket is None)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.repository = ModelRepository(
-        settings.model_repository,
-        settings.device,
-        warmup=settings.warmup,
-        onnx=settings.onnx,
-        onnx_max_graph_nodes=settings.max_atoms,
-        cuda_graphs=settings.cuda_graphs,
-        max_batch_size=settings.max_batch_size,
-    )
-    app.state.runtimes = {}
+    if engine_socket is None:
+        app.state.engine = None
+        app.state.repository = build_repository(settings)
+        app.state.runtimes = {}
+    else:
+        app.state.engine = EngineClient(engine_socket, engine_pid)
+        app.state.repository = RemoteRepository(settings.model_repository)
+        app.state.runtimes = RemoteRuntimes(app.state.engine)
     app.state.ready = False
     app.state.draining = False
     install_error_handlers(app)

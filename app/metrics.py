@@ -10,6 +10,11 @@ Names and labels (fixed; dashboards depend on them):
 - ``plstm_model_info{model,version,architecture}`` (1 per loaded version),
   ``plstm_model_eval_metric{model,metric}`` (the checkpoint's metrics.json values)
 - ``plstm_gpu_memory_bytes{device}`` (allocated bytes per CUDA device; only with CUDA)
+
+With an engine process (``PLSTM_ENGINE=process``) the :data:`ENGINE_FAMILIES` are recorded
+where the batchers run, in the engine (:meth:`Metrics.render_engine`); a worker's
+``Metrics(engine_families=False)`` leaves them out of its exposition and ``GET /metrics``
+appends the engine's, so every family appears once.
 """
 
 from __future__ import annotations
@@ -50,17 +55,31 @@ LATENCY_BUCKETS = (
     30.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ENGINE_FAMILIES = (
+    "plstm_queue_duration_seconds",
+    "plstm_inference_duration_seconds",
+    "plstm_batch_size",
+    "plstm_queue_depth",
+    "plstm_gpu_memory_bytes",
+)
+"""Families recorded by the batchers and the models (where inference runs)."""
+_SAMPLE_SUFFIXES = ("", "_bucket", "_count", "_sum")
 EVAL_METRIC_KEYS = ("accuracy", "rmse", "mae", "loss")
 """The values of a metrics.json result exported as ``plstm_model_eval_metric`` (as
 ``<result>/<key>``, e.g. ``test/accuracy``); bookkeeping keys such as seed are left out."""
 
 
 class Metrics:
-    """All server metrics in one :class:`CollectorRegistry`; one instance per app."""
+    """All server metrics in one :class:`CollectorRegistry`; one instance per app.
 
-    def __init__(self, cuda: bool | None = None) -> None:
+    ``engine_families=False`` (a worker whose models run in an engine process): the
+    :data:`ENGINE_FAMILIES` live in a registry of their own that :meth:`render` leaves out,
+    and there is no GPU gauge."""
+
+    def __init__(self, cuda: bool | None = None, *, engine_families: bool = True) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        engine = r if engine_families else CollectorRegistry()
         self.requests = Counter(
             "plstm_requests_total",
             "Requests answered, by model, endpoint and HTTP status.",
@@ -79,27 +98,27 @@ class Metrics:
             "Time a request waited in the batching queue before its batch started.",
             ["model"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=engine,
         )
         self.inference_duration = Histogram(
             "plstm_inference_duration_seconds",
             "Time of one batched model call, by inference path.",
             ["model", "path"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=engine,
         )
         self.batch_size = Histogram(
             "plstm_batch_size",
             "Requests per executed batch.",
             ["model"],
             buckets=BATCH_BUCKETS,
-            registry=r,
+            registry=engine,
         )
         self.inflight = Gauge(
             "plstm_inflight_requests", "Requests being handled now.", ["model"], registry=r
         )
         self.queue_depth = Gauge(
-            "plstm_queue_depth", "Requests waiting for a batch slot.", ["model"], registry=r
+            "plstm_queue_depth", "Requests waiting for a batch slot.", ["model"], registry=engine
         )
         self.model_info = Gauge(
             "plstm_model_info",
@@ -113,6 +132,8 @@ class Metrics:
             ["model", "metric"],
             registry=r,
         )
+        if not engine_families:
+            cuda = False
         self.cuda = torch.cuda.is_available() if cuda is None else cuda
         self.gpu_memory = (
             Gauge(
@@ -152,6 +173,13 @@ class Metrics:
         """The text exposition for ``GET /metrics`` and its content type."""
         self.update_gpu_memory()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def render_engine(self) -> bytes:
+        """The text exposition of the :data:`ENGINE_FAMILIES` alone (what an engine process
+        adds to its workers' ``/metrics``)."""
+        self.update_gpu_memory()
+        names = [f + suffix for f in ENGINE_FAMILIES for suffix in _SAMPLE_SUFFIXES]
+        return generate_latest(self.registry.restricted_registry(names))
 
 
 def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -23,7 +23,15 @@ class Settings(BaseSettings):
     workers: int = Field(
         1,
         ge=1,
-        description="Server worker processes; each loads every model (mind the GPU memory).",
+        description="Server worker processes (HTTP and decoding); with more than one, the "
+        "models run once, in an engine process (see PLSTM_ENGINE).",
+    )
+    engine: Literal["auto", "inline", "process"] = Field(
+        "auto",
+        description="Where `plstm serve` runs the models: inline (every worker process loads "
+        "every model and batches its own requests), process (one engine process loads the "
+        "models and batches the requests of all workers, which only parse and answer HTTP), "
+        "or auto (process when workers > 1, else inline).",
     )
     model_repository: Path = Field(
         Path("model_repository"),
@@ -37,10 +45,12 @@ class Settings(BaseSettings):
         32, ge=1, description="Most requests (images or graphs) the dynamic batcher joins."
     )
     max_delay_ms: float = Field(
-        1.0,
+        0.0,
         ge=0,
         description="Longest time the batcher waits for more requests after the first one "
-        "of a batch (milliseconds).",
+        "of a batch (milliseconds). With 0 a batch starts as soon as the model is free, so a "
+        "lone request waits for nobody; under load batches still grow, from the requests that "
+        "arrive while the previous batch runs.",
     )
     max_queue_size: int = Field(
         256,

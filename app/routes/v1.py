@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from app import backends
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, unavailable
-from app.images import load_image
+from app.images import decodes_quickly, load_image
 from app.inference import Outcome
 from app.molecules import graphs_from_request
 from app.repository import ModelEntry
@@ -159,16 +159,15 @@ async def classify(
         raise ApiError(422, f"top_k: must be between 1 and {num_classes}, got {top_k}")
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
-        prepared = await anyio.to_thread.run_sync(
-            partial(
-                load_image,
-                data,
-                runtime.spec,
-                content_type=content_type,
-                resize=resize,
-                max_pixels=settings.max_image_pixels,
-            )
+        load = partial(
+            load_image,
+            data,
+            runtime.spec,
+            content_type=content_type,
+            resize=resize,
+            max_pixels=settings.max_image_pixels,
         )
+        prepared = load() if decodes_quickly(data) else await anyio.to_thread.run_sync(load)
         height, width = prepared.size
         chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
         outcome = await runtime.classify(prepared.tensor, chosen)

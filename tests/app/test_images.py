@@ -10,12 +10,14 @@ import torch
 from PIL import Image
 
 from app.images import (
+    INLINE_DECODE_PIXELS,
     CorruptImage,
     ImageSpec,
     ImageTooLarge,
     ImageTooSmall,
     UnsupportedImage,
     decode_image,
+    decodes_quickly,
     load_image,
     preprocess_image,
 )
@@ -284,3 +286,22 @@ def test_checkpoint_spec_feeds_the_model_at_native_size(tmp_path):
         for prepared in (native, resized):
             logits = checkpoint.model(prepared.tensor[None])
             assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP"])
+def test_decodes_quickly_reads_the_size_from_the_header(fmt: str) -> None:
+    rng = np.random.default_rng(60)
+    small = _encode(Image.fromarray(_rgb(rng, 96, 80)), fmt)
+    assert decodes_quickly(small)
+    assert not decodes_quickly(small, max_pixels=96 * 80 - 1)
+    assert decodes_quickly(small, max_pixels=96 * 80)
+    side = int(INLINE_DECODE_PIXELS**0.5) + 1
+    large = _encode(Image.new("L", (side, side), 255), fmt)
+    assert not decodes_quickly(large)
+
+
+def test_decodes_quickly_leaves_bad_bytes_to_the_full_decode() -> None:
+    png = _encode(Image.fromarray(_rgb(np.random.default_rng(61), 16, 16)), "PNG")
+    gif = _encode(Image.new("L", (16, 16), 0), "GIF")
+    for data in (b"", b"not an image", png[:20], gif):
+        assert not decodes_quickly(data)
