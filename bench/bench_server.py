@@ -14,11 +14,13 @@ For every concurrency N (default 1, 16, 64):
 - **served**: ``python3 -m app.cli serve`` as a subprocess on a free port (dynamic batching,
   ``PLSTM_MAX_BATCH_SIZE`` = max(64, largest N), ``PLSTM_MAX_DELAY_MS`` = ``--max-delay-ms``,
   log level warning), loaded with N closed-loop keep-alive clients (``bench/load_client.py``:
-  asyncio + httpx, spread over ``--client-procs`` processes) posting PNG images of the model's
-  native resolution as raw bodies to ``/v1/models/{name}/classify?path=...``; ``--warmup-s``
-  of warm-up, then ``--seconds`` measured: requests/s and p50 / p99 latency, and from the
+  lean asyncio HTTP/1.1 connections, spread over ``--client-procs`` processes) posting PNG
+  images of the model's native resolution as raw bodies to
+  ``/v1/models/{name}/classify?path=...``; ``--warmup-s`` of warm-up, then ``--seconds``
+  measured: requests/s and p50 / p99 latency, and from the
   server's ``/metrics`` the batches it ran, their mean size and model-call time, and the mean
-  queueing time.
+  queueing time. ``--workers`` and ``--engine`` are passed on to ``plstm serve``: with an
+  engine process those numbers are the engine's, across all workers.
 - **naive**: the same checkpoint behind ``bench/naive_server.py`` (same loading, decoding and
   model call, each request alone), same load.
 - **raw**: the model called in this process on preprocessed tensors already on the device
@@ -370,6 +372,7 @@ def run_load(
         for share in shares
     ]
     completed, latencies, errors, first_error = 0, [], {}, None
+    server_ms: dict[str, list[float]] = {}
     for child in children:
         out, err = child.communicate(timeout=end - time.time() + 300)
         if child.returncode != 0:
@@ -380,6 +383,8 @@ def run_load(
         for key, count in record["errors"].items():
             errors[key] = errors.get(key, 0) + count
         first_error = first_error or record["first_error"]
+        for key, value in record.get("server_ms_p50", {}).items():
+            server_ms.setdefault(key, []).append(value)
     result: dict[str, Any] = {
         "concurrency": concurrency,
         "client_procs": procs,
@@ -389,6 +394,9 @@ def run_load(
         "latency_samples": len(latencies),
         "errors": errors,
         "first_error": first_error,
+        # medians of the timings the server reports per answer (a median of the client
+        # processes' medians); empty for the naive server
+        "server_ms_p50": {k: statistics.median(v) for k, v in server_ms.items()},
     }
     if latencies:
         ms = 1e3 * np.asarray(latencies)
@@ -454,10 +462,13 @@ def report(results: dict[str, Any]) -> str:
         f"- date: {meta['date']}",
         f"- checkpoint: `{meta['checkpoint']}`, input {meta['input']}, path `{meta['path']}`, "
         f"weights {meta['dtype']}",
-        f"- served: `plstm serve --workers {meta.get('workers', 1)}` (log level warning: no "
+        f"- served: `plstm serve --workers {meta.get('workers', 1)}"
+        f"{' --engine ' + meta['engine'] if meta.get('engine_flag') else ''}` (engine "
+        f"{meta.get('engine', 'inline')}; log level warning: no "
         "access log), max batch size "
         f"{meta['max_batch_size']}, max delay "
-        f"{meta['max_delay_ms']} ms; load: closed-loop httpx clients, {meta['warmup_s']} s "
+        f"{meta['max_delay_ms']} ms; load: closed-loop asyncio HTTP/1.1 clients, "
+        f"{meta['warmup_s']} s "
         f"warm-up + {meta['seconds']} s measured per concurrency",
         "- raw: the faster of the eager forward and its CUDA-graph replay, on inputs already "
         "on the device (raw_kind in the JSON says which)",
@@ -520,6 +531,14 @@ def _targets(results: dict[str, Any], served: dict, naive: dict, raw: dict) -> l
             f"{served[1]['p50_ms']:.2f} ms - raw batch-1 latency {raw[1]['batch_ms']:.3f} ms); "
             f"target <= 2 ms: {'met' if added <= 2.0 else 'missed'}."
         )
+        inside = served[1].get("server_ms_p50") or {}
+        if {"queue_ms", "inference_ms", "total_ms"} <= inside.keys():
+            lines.append(
+                "Inside the server at concurrency 1 (p50 of the timings in its answers): queue "
+                f"{inside['queue_ms']:.2f} ms, model call {inside['inference_ms']:.2f} ms, "
+                f"handler in all {inside['total_ms']:.2f} ms; HTTP and client "
+                f"{served[1]['p50_ms'] - inside['total_ms']:.2f} ms."
+            )
     if 64 in served:
         to_raw = _ratio(served[64]["req_per_s"], raw[64]["samples_per_s"])
         to_naive = _ratio(served[64]["req_per_s"], naive[64]["req_per_s"])
@@ -534,6 +553,15 @@ def _targets(results: dict[str, Any], served: dict, naive: dict, raw: dict) -> l
 
 
 # --------------------------------------------------------------------------------- main
+
+
+def served_engine(args: argparse.Namespace) -> str:
+    """Where the served models run: ``inline`` or ``process`` (``auto`` resolved as
+    ``plstm serve`` resolves it: process when workers > 1)."""
+    engine = args.engine or os.environ.get("PLSTM_ENGINE", "auto").strip().lower() or "auto"
+    if engine == "auto":
+        return "process" if args.workers > 1 else "inline"
+    return engine
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -555,13 +583,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "path=auto picks for small images)",
     )
     parser.add_argument("--max-batch-size", type=int, help="served: default max(64, max N)")
-    parser.add_argument("--max-delay-ms", type=float, default=1.0, help="served batcher delay")
+    parser.add_argument(
+        "--max-delay-ms", type=float, default=0.0, help="served batcher delay (server default 0)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
         default=1,
-        help="served: uvicorn worker processes, each with its own model copy and batcher "
-        "(its /metrics table then covers the one worker that answered the scrape)",
+        help="served: uvicorn worker processes (with --engine inline each has its own model "
+        "copy and batcher, and the /metrics table covers the one worker that answered the "
+        "scrape)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "inline", "process"),
+        help="served: passed to plstm serve --engine (default: the server's own, PLSTM_ENGINE "
+        "or auto = process when workers > 1)",
     )
     parser.add_argument(
         "--client-procs",
@@ -634,6 +671,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_delay_ms": args.max_delay_ms,
             "client_procs": args.client_procs,
             "workers": args.workers,
+            "engine": served_engine(args),
+            "engine_flag": args.engine is not None,
         }
         del entry  # free the device for the servers
         if device.type == "cuda":
@@ -652,6 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         served_cmd += ["--port", str(port), "--model-repository", str(repository)]
         served_cmd += ["--device", device_arg, "--log-level", "warning"]
         served_cmd += ["--workers", str(args.workers)]
+        if args.engine is not None:
+            served_cmd += ["--engine", args.engine]
         served = measure_server(
             "served",
             served_cmd,
