@@ -3,7 +3,9 @@
 Flags override the ``PLSTM_*`` environment variables (they are written into the environment
 before the server starts, so every worker process sees them); everything else comes from the
 environment (:class:`app.settings.Settings`). In process mode (``--engine``, see
-:mod:`app.engine_launcher`) the engine process is started before uvicorn and stopped after it.
+:mod:`app.engine_launcher`) the engine process is started before uvicorn and stopped after it;
+with several workers their metrics are summed through shared files
+(:mod:`app.multiprocess_metrics`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from app.engine_launcher import PID_ENV, SOCKET_ENV, EngineProcess, engine_mode
     from app.logging import configure_logging
+    from app.multiprocess_metrics import worker_metrics_directory
 
     configure_logging(settings.log_level)
     os.environ.pop(SOCKET_ENV, None)
@@ -96,23 +99,24 @@ def serve(args: argparse.Namespace) -> int:
     stopped_by: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
-    try:
-        if engine is not None:
-            engine.start()
-        uvicorn.run(
-            "app.cli:create_logged_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-        )
-    finally:
-        if engine is not None:
-            engine.stop()  # after the workers: they drained their requests through it
+    with worker_metrics_directory(settings.workers):
+        try:
+            if engine is not None:
+                engine.start()
+            uvicorn.run(
+                "app.cli:create_logged_app",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level=settings.log_level,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+            )
+        finally:
+            if engine is not None:
+                engine.stop()  # after the workers: they drained their requests through it
     return 1 if engine is not None and engine.failed else 0
 
 

@@ -21,6 +21,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from app.multiprocess_metrics import MULTIPROCESS_ENV
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class EngineProcess:
         self.directory = Path(tempfile.mkdtemp(prefix="plstm-engine-"))
         self.socket_path = str(self.directory / "engine.sock")
         env = dict(os.environ)
+        # the engine renders its own families for the workers' /metrics (Metrics.render_engine);
+        # in the workers' shared files they would be exposed twice
+        env.pop(MULTIPROCESS_ENV, None)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p
         )

@@ -15,10 +15,17 @@ With an engine process (``PLSTM_ENGINE=process``) the :data:`ENGINE_FAMILIES` ar
 where the batchers run, in the engine (:meth:`Metrics.render_engine`); a worker's
 ``Metrics(engine_families=False)`` leaves them out of its exposition and ``GET /metrics``
 appends the engine's, so every family appears once.
+
+With several worker processes (``plstm serve --workers N``) each worker records into files of
+its own in a shared directory (prometheus_client's multiprocess mode, see
+:mod:`app.multiprocess_metrics`) and ``GET /metrics``, whichever worker answers it, sums the
+series of all of them: counters and histograms add up, the in-flight, queue and GPU-memory
+gauges are the sum over live workers, the model info and evaluation gauges are one value each.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -33,6 +40,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client import values as prometheus_values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.multiprocess_metrics import MULTIPROCESS_ENV, forget_dead_workers
 
 # The contract fixes the exposed names; the *_created series would add one per counter and
 # histogram (this switch is process-wide).
@@ -74,9 +85,14 @@ class Metrics:
 
     ``engine_families=False`` (a worker whose models run in an engine process): the
     :data:`ENGINE_FAMILIES` live in a registry of their own that :meth:`render` leaves out,
-    and there is no GPU gauge."""
+    and there is no GPU gauge. With ``MULTIPROCESS_ENV`` set, :meth:`render` sums the
+    series of every process that records there (module docstring)."""
 
     def __init__(self, cuda: bool | None = None, *, engine_families: bool = True) -> None:
+        # multiprocess mode is chosen when prometheus_client is imported: trust the variable
+        # only if the values it made are file-backed
+        file_backed = prometheus_values.ValueClass is not prometheus_values.MutexValue
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) if file_backed else None
         self.registry = CollectorRegistry()
         r = self.registry
         engine = r if engine_families else CollectorRegistry()
@@ -115,22 +131,31 @@ class Metrics:
             registry=engine,
         )
         self.inflight = Gauge(
-            "plstm_inflight_requests", "Requests being handled now.", ["model"], registry=r
+            "plstm_inflight_requests", "Requests being handled now.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_depth = Gauge(
-            "plstm_queue_depth", "Requests waiting for a batch slot.", ["model"], registry=engine
+            "plstm_queue_depth",
+            "Requests waiting for a batch slot.",
+            ["model"],
+            registry=engine,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
             "plstm_model_info",
             "1 for every loaded model version.",
             ["model", "version", "architecture"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.eval_metric = Gauge(
             "plstm_model_eval_metric",
             "Evaluation results recorded in the checkpoint's metrics.json.",
             ["model", "metric"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         if not engine_families:
             cuda = False
@@ -141,6 +166,7 @@ class Metrics:
                 "GPU memory allocated by tensors, per CUDA device.",
                 ["device"],
                 registry=r,
+                multiprocess_mode="livesum",
             )
             if self.cuda
             else None
@@ -172,7 +198,12 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The text exposition for ``GET /metrics`` and its content type."""
         self.update_gpu_memory()
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        forget_dead_workers(self.multiprocess_dir)
+        every_process = CollectorRegistry()
+        MultiProcessCollector(every_process, self.multiprocess_dir)
+        return generate_latest(every_process), CONTENT_TYPE_LATEST
 
     def render_engine(self) -> bytes:
         """The text exposition of the :data:`ENGINE_FAMILIES` alone (what an engine process

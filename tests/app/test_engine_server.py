@@ -240,7 +240,13 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def test_queue_full_answer_and_shared_metrics(server: str) -> None:
-    responses = asyncio.run(_classify_many(server, QUEUE + 4))
+    classify = (("endpoint", "/v1/models/{name}/classify"), ("model", "vis"))
+    answered = {
+        code: ("plstm_requests_total", (*classify, ("status", str(code)))) for code in (200, 503)
+    }
+    before = _samples(httpx.get(f"{server}/metrics").text)
+    # spaced a little, so that both workers accept some of the connections
+    responses = asyncio.run(_classify_many(server, QUEUE + 4, spacing_s=0.005))
     busy = [r for r in responses if r.status_code == 503]
     assert busy, "the queue never filled up"
     full = f"server busy: queue of model 'vis' is full ({QUEUE})"
@@ -253,6 +259,11 @@ def test_queue_full_answer_and_shared_metrics(server: str) -> None:
         assert samples[("plstm_batch_size_count", vis)] < samples[("plstm_batch_size_sum", vis)]
         assert samples[("plstm_batch_size_sum", vis)] == scrapes[0][("plstm_batch_size_sum", vis)]
         assert ("plstm_model_info", INFO) in samples  # the worker's own families too
+        # and those summed over both workers: every scrape counts every answer
+        for code, key in answered.items():
+            got = samples.get(key, 0.0) - before.get(key, 0.0)
+            assert got == sum(r.status_code == code for r in responses), (code, got)
+        assert samples[("plstm_inflight_requests", vis)] == 0.0
 
 
 def test_sigterm_drains_one_batch_of_both_workers(repo: Path, tmp_path: Path) -> None:
