@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,3 +89,79 @@ def png_bytes(height: int, width: int, seed: int, mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def mixed_requests() -> list[dict[str, Any]]:
+    """Requests of every endpoint on the repository of :func:`make_repository`, answered 200,
+    400, 404, 415 and 422: for comparing two ways of serving it."""
+    gen = torch.Generator().manual_seed(11)
+    images = torch.rand(2, 3, IMG, IMG, generator=gen)
+    smiles = {"name": "smiles", "shape": [2], "datatype": "BYTES", "data": ["CCO", "CCN"]}
+    floats = {"name": "images", "shape": [2, 3, IMG, IMG], "datatype": "FP32"}
+    png = {"content-type": "image/png"}
+    classify = "/v1/models/vis/classify"
+    return [
+        {"method": "GET", "url": "/v1/models"},
+        {"method": "GET", "url": "/v1/models/vis"},
+        {"method": "GET", "url": "/v1/models/mol", "params": {"version": 1}},
+        {"method": "GET", "url": "/v1/models/nope"},
+        {"method": "GET", "url": "/v2/models/vis"},
+        {"method": "GET", "url": "/v2/models/solreg"},
+        {"method": "GET", "url": "/v2/models/vis/versions/3"},
+        {"method": "GET", "url": "/v2/models/mol/ready"},
+        {"method": "GET", "url": "/v2/health/ready"},
+        {"method": "POST", "url": classify, "files": {"image": ("a.png", png_bytes(IMG, IMG, 1))}},
+        {
+            "method": "POST",
+            "url": classify,
+            "params": {"path": "recurrent", "top_k": 1},
+            "content": png_bytes(IMG, IMG, 2),
+            "headers": png,
+        },
+        {
+            "method": "POST",
+            "url": classify,
+            "params": {"path": "chunkwise", "resize": "native"},
+            "content": png_bytes(20, 24, 3),
+            "headers": png,
+        },
+        {"method": "POST", "url": classify, "content": b"\x89PNG-broken", "headers": png},
+        {"method": "POST", "url": classify, "content": b"hi", "headers": {"content-type": "a/b"}},
+        {
+            "method": "POST",
+            "url": classify,
+            "params": {"path": "onnx"},
+            "content": png_bytes(IMG, IMG, 4),
+            "headers": png,
+        },
+        {"method": "POST", "url": "/v1/models/nope/classify", "content": png_bytes(IMG, IMG, 5)},
+        {
+            "method": "POST",
+            "url": "/v1/models/mol/classify",
+            "content": png_bytes(IMG, IMG, 6),
+            "headers": png,
+        },
+        {
+            "method": "POST",
+            "url": "/v1/models/mol/predict",
+            "json": {"graphs": [{"smiles": "CCO"}, {"smiles": "c1ccccc1O"}]},
+        },
+        {
+            "method": "POST",
+            "url": "/v1/models/solreg/predict",
+            "params": {"path": "recurrent"},
+            "json": {"graphs": [{"smiles": "CC(=O)O"}]},
+        },
+        {
+            "method": "POST",
+            "url": "/v1/models/mol/predict",
+            "json": {"graphs": [{"smiles": "C(("}]},
+        },
+        {
+            "method": "POST",
+            "url": "/v2/models/vis/infer",
+            "json": {"inputs": [{**floats, "data": images.flatten().tolist()}]},
+        },
+        {"method": "POST", "url": "/v2/models/mol/infer", "json": {"inputs": [smiles]}},
+        {"method": "POST", "url": "/v2/models/vis/infer", "json": {"inputs": [smiles]}},
+    ]

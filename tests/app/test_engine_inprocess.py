@@ -34,7 +34,7 @@ from app.errors import ApiError
 from app.main import build_repository, create_app
 from app.molecules import featurize_smiles
 from app.settings import Settings
-from tests.app.model_repo import IMG, make_repository, png_bytes
+from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 
 WAIT_S = 10.0
 CLASSIFY_URL = "/v1/models/vis/classify"
@@ -129,73 +129,6 @@ def _image(seed: int, height: int = IMG, width: int = IMG) -> bytes:
     return png_bytes(height, width, seed=seed)
 
 
-def _requests() -> list[dict[str, Any]]:
-    gen = torch.Generator().manual_seed(11)
-    images = torch.rand(2, 3, IMG, IMG, generator=gen)
-    smiles = {"name": "smiles", "shape": [2], "datatype": "BYTES", "data": ["CCO", "CCN"]}
-    floats = {"name": "images", "shape": [2, 3, IMG, IMG], "datatype": "FP32"}
-    png = {"content-type": "image/png"}
-    return [
-        {"method": "GET", "url": "/v1/models"},
-        {"method": "GET", "url": "/v1/models/vis"},
-        {"method": "GET", "url": "/v1/models/mol", "params": {"version": 1}},
-        {"method": "GET", "url": "/v1/models/nope"},
-        {"method": "GET", "url": "/v2/models/vis"},
-        {"method": "GET", "url": "/v2/models/solreg"},
-        {"method": "GET", "url": "/v2/models/vis/versions/3"},
-        {"method": "GET", "url": "/v2/models/mol/ready"},
-        {"method": "GET", "url": "/v2/health/ready"},
-        {"method": "POST", "url": CLASSIFY_URL, "files": {"image": ("a.png", _image(1))}},
-        {
-            "method": "POST",
-            "url": CLASSIFY_URL,
-            "params": {"path": "recurrent", "top_k": 1},
-            "content": _image(2),
-            "headers": png,
-        },
-        {
-            "method": "POST",
-            "url": CLASSIFY_URL,
-            "params": {"path": "chunkwise", "resize": "native"},
-            "content": _image(3, 20, 24),
-            "headers": png,
-        },
-        {"method": "POST", "url": CLASSIFY_URL, "content": b"\x89PNG-broken", "headers": png},
-        {
-            "method": "POST",
-            "url": CLASSIFY_URL,
-            "params": {"path": "onnx"},
-            "content": _image(4),
-            "headers": png,
-        },
-        {"method": "POST", "url": "/v1/models/nope/classify", "content": _image(5)},
-        {"method": "POST", "url": "/v1/models/mol/classify", "content": _image(6), "headers": png},
-        {
-            "method": "POST",
-            "url": "/v1/models/mol/predict",
-            "json": {"graphs": [{"smiles": "CCO"}, {"smiles": "c1ccccc1O"}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v1/models/solreg/predict",
-            "params": {"path": "recurrent"},
-            "json": {"graphs": [{"smiles": "CC(=O)O"}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v1/models/mol/predict",
-            "json": {"graphs": [{"smiles": "C(("}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v2/models/vis/infer",
-            "json": {"inputs": [{**floats, "data": images.flatten().tolist()}]},
-        },
-        {"method": "POST", "url": "/v2/models/mol/infer", "json": {"inputs": [smiles]}},
-        {"method": "POST", "url": "/v2/models/vis/infer", "json": {"inputs": [smiles]}},
-    ]
-
-
 def _answer(response: httpx.Response) -> tuple[int, Any, str | None]:
     """Status, JSON body without timings (they differ run to run), Retry-After."""
     body = response.json()
@@ -221,11 +154,11 @@ def test_same_answers_as_inline(repo: Path, socket_path: str) -> None:
             app_client(settings, socket_path) as (worker_app, worker, _),
         ):
             statuses = set()
-            for request in _requests():
+            for request in mixed_requests():
                 expected = _answer(await inline.request(**request))
                 assert _answer(await worker.request(**request)) == expected, request
                 statuses.add(expected[0])
-            assert statuses == {200, 400, 404, 422}
+            assert statuses == {200, 400, 404, 415, 422}
             assert await failure(worker_app) == await failure(inline_app)
             assert (await failure(inline_app))[0] == 422
             health = (await worker.get("/healthz")).json()

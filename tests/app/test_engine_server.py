@@ -19,14 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.engine_client import ENGINE_UNAVAILABLE
 from app.main import create_app
 from app.settings import Settings
-from tests.app.model_repo import IMG, make_repository, png_bytes
+from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -157,60 +156,11 @@ def _assert_same(got: Any, expected: Any, where: str = "") -> None:
         assert got == expected, where
 
 
-def _requests() -> list[dict[str, Any]]:
-    images = torch.rand(1, 3, IMG, IMG, generator=torch.Generator().manual_seed(5))
-    floats = {"name": "images", "shape": [1, 3, IMG, IMG], "datatype": "FP32"}
-    smiles = {"name": "smiles", "shape": [2], "datatype": "BYTES", "data": ["CCO", "CCN"]}
-    classify = "/v1/models/vis/classify"
-    return [
-        {"method": "GET", "url": "/v1/models"},
-        {"method": "GET", "url": "/v2/models/mol"},
-        {"method": "GET", "url": "/v1/models/nope"},
-        {"method": "POST", "url": classify, "files": {"image": ("a.png", png_bytes(IMG, IMG, 1))}},
-        {
-            "method": "POST",
-            "url": classify,
-            "params": {"path": "recurrent"},
-            "content": png_bytes(IMG, IMG, 2),
-            "headers": PNG,
-        },
-        {"method": "POST", "url": classify, "content": b"\x89PNG-broken", "headers": PNG},
-        {
-            "method": "POST",
-            "url": classify,
-            "content": b"hello",
-            "headers": {"content-type": "a/b"},
-        },
-        {"method": "POST", "url": "/v1/models/nope/classify", "content": b"x", "headers": PNG},
-        {
-            "method": "POST",
-            "url": "/v1/models/mol/predict",
-            "json": {"graphs": [{"smiles": "CCO"}, {"smiles": "c1ccccc1O"}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v1/models/solreg/predict",
-            "json": {"graphs": [{"smiles": "CO"}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v1/models/mol/predict",
-            "json": {"graphs": [{"smiles": "C(("}]},
-        },
-        {
-            "method": "POST",
-            "url": "/v2/models/vis/infer",
-            "json": {"inputs": [{**floats, "data": images.flatten().tolist()}]},
-        },
-        {"method": "POST", "url": "/v2/models/mol/infer", "json": {"inputs": [smiles]}},
-    ]
-
-
 def test_answers_match_inline(server: str, repo: Path) -> None:
     settings = Settings(model_repository=repo, device="cpu", max_queue_size=QUEUE)
     statuses = set()
     with TestClient(create_app(settings)) as inline, httpx.Client(base_url=server) as served:
-        for request in _requests():
+        for request in mixed_requests():
             expected = _answer(inline.request(**request))
             _assert_same(_answer(served.request(**request)), expected, str(request)[:80])
             statuses.add(expected[0])
