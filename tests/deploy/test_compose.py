@@ -138,6 +138,10 @@ def test_env_example_documents_every_setting(monkeypatch: pytest.MonkeyPatch) ->
     settings_read = Settings()
     assert settings_read.api_key is None
     assert settings_read.max_batch_size == int(example["PLSTM_MAX_BATCH_SIZE"])
+    # and it is the server's default (the example documents the defaults)
+    for key in server:
+        monkeypatch.delenv(key)
+    assert settings_read.model_dump() == Settings().model_dump()
 
 
 def test_dot_env_replaces_the_example(tmp_path: Path) -> None:
