@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -35,8 +34,8 @@ from app.main import build_repository, create_app
 from app.molecules import featurize_smiles
 from app.settings import Settings
 from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
+from tests.app.started_app import WAIT_S, Gate, started_app
 
-WAIT_S = 10.0
 CLASSIFY_URL = "/v1/models/vis/classify"
 PNG = {"content-type": "image/png"}
 
@@ -83,46 +82,10 @@ async def app_client(
     """The app started (in process mode: connected), a client, and the event that starts its
     shutdown."""
     app = create_app(settings, engine_socket=engine_socket)
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    await _until(lambda: started.is_set() or task.done(), "the app started")
-    if task.done():
-        task.result()
-    if engine_socket is not None:
-        await _until(lambda: app.state.engine.connected, "the worker connected")
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield app, client, stop
-    finally:
-        stop.set()
-        await task
-
-
-class Gate:
-    """Replaces ``model.forward``: every call signals :attr:`entered` and waits for
-    :attr:`release`."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.forward = model.forward
-        self.entered = threading.Semaphore(0)
-        self.release = threading.Event()
-        model.forward = self  # type: ignore[method-assign]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        self.entered.release()
-        if not self.release.wait(WAIT_S):
-            raise RuntimeError("the test never released the gate")
-        return self.forward(*args, **kwargs)
-
-    async def wait_entered(self) -> None:
-        assert await asyncio.to_thread(self.entered.acquire, True, WAIT_S)
+    async with started_app(app) as (client, stop):
+        if engine_socket is not None:
+            await _until(lambda: app.state.engine.connected, "the worker connected")
+        yield app, client, stop
 
 
 def _image(seed: int, height: int = IMG, width: int = IMG) -> bytes:

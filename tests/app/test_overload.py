@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,10 +28,10 @@ from app.main import create_app
 from app.settings import Settings
 from models.checkpoint import load_checkpoint
 from tests.app.model_repo import IMG, make_repository, png_bytes
+from tests.app.started_app import WAIT_S, Gate, started_app
 
 CLASSIFY = "/v1/models/vis/classify"
 ENDPOINT = "/v1/models/{name}/classify"
-WAIT_S = 10.0
 TIMEOUT_S = 1.0
 """Request timeout of the 504 test: long enough for one forward of the tiny model on a busy
 CI machine."""
@@ -45,38 +44,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("vis_repository")
     shutil.copytree(full / "vis", root / "vis")
     return root
-
-
-class Gate:
-    """Replaces ``model.forward``: every call records its batch size, signals :attr:`entered`
-    and waits for :attr:`release` before running the real forward, then signals
-    :attr:`finished`."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.forward: Callable[..., torch.Tensor] = model.forward
-        self.batch_sizes: list[int] = []
-        self.entered = threading.Semaphore(0)
-        self.finished = threading.Semaphore(0)
-        self.release = threading.Event()
-        model.forward = self  # type: ignore[method-assign]
-
-    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        self.batch_sizes.append(int(x.shape[0]))
-        self.entered.release()
-        if not self.release.wait(WAIT_S):
-            raise RuntimeError("the test never released the gate")
-        try:
-            return self.forward(x, *args, **kwargs)
-        finally:
-            self.finished.release()
-
-    async def wait_entered(self) -> None:
-        """Until one more forward call has started (in the batcher's worker thread)."""
-        assert await asyncio.to_thread(self.entered.acquire, True, WAIT_S)
-
-    async def wait_finished(self) -> None:
-        """Until one more forward call has returned."""
-        assert await asyncio.to_thread(self.finished.acquire, True, WAIT_S)
 
 
 @dataclass
@@ -93,28 +60,12 @@ async def serving(repo: Path, **settings: Any) -> AsyncIterator[Served]:
     """The app on ``repo`` with ``settings``, started, its ``vis`` forward behind a gate; on
     exit the gate opens and the app shuts down."""
     app = create_app(Settings(model_repository=repo, device="cpu", warmup=False, **settings))
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def lifespan() -> None:
-        async with app.router.lifespan_context(app):
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(lifespan())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()  # start-up failed: raise its error
-    assert started.is_set(), "the app did not start"
-    gate = Gate(app.state.repository.get("vis").model)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with started_app(app) as (client, stop):
+        gate = Gate(app.state.repository.get("vis").model)
+        try:
             yield Served(app, client, gate, stop)
-    finally:
-        gate.release.set()
-        stop.set()
-        await task
+        finally:
+            gate.release.set()  # before the shutdown, which waits for the held batches
 
 
 def _image(seed: int) -> bytes:
