@@ -32,6 +32,12 @@ TRANSITION_SCALE = 5.0
 """Scaling factor inside the tanh of every Transition (paper Table 4)."""
 
 
+def gate_logits(t: torch.Tensor) -> torch.Tensor:
+    """Gate pre-activations in at least float32: bf16 rounding of γα + γ(1−α) could push a
+    P-mode column sum above one (by ~0.4 %), which compounds along long paths."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def sigmoid_gate(logit: torch.Tensor) -> torch.Tensor:
     """Source, Mark and Direct gates: ``sigmoid(logit)`` ∈ (0, 1), any shape."""
     return torch.sigmoid(logit)

@@ -10,6 +10,7 @@ from torch import nn
 from plstm_core.gates import (
     TRANSITION_SCALE,
     dmode_dag_keep,
+    gate_logits,
     pmode_dag_transition,
 )
 from plstm_core.layers.grid_layer import (
@@ -17,7 +18,6 @@ from plstm_core.layers.grid_layer import (
     MARK_BIAS,
     SOURCE_BIAS,
     TRANSITION_BIAS,
-    gate_logits,
 )
 from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm

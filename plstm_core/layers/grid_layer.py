@@ -5,28 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plstm_core.gates import (
-    TRANSITION_SCALE,
-    dmode_grid_transition,
-    pmode_grid_transition,
-    unconstrained_grid_transition,
-)
 from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm
 from plstm_core.ops.contraction import gated_linear_attention
-from plstm_core.ops.grid import grid_gating_matrix, plstm_2d
+from plstm_core.ops.grid import grid_gating_matrix
+from plstm_core.ops.grid_mix import (
+    NUM_TRANSITION_LOGITS,
+    ORIENTATION_FLIPS,
+    GridMixLayout,
+    grid_mix_reference,
+    orient,
+    unorient,
+    unpack_gates,
+    unpack_qkv,
+)
+from plstm_core.ops.grid_mix_triton import grid_mix_fused, grid_mix_supported
 
 GRID_METHODS = ("parallel", "recurrent", "chunkwise", "fused")
-MODES = ("P", "D", "U")
-ORIENTATION_FLIPS: tuple[tuple[bool, bool], ...] = (
-    (False, False),  # right-down: edges (x,y)→(x+1,y) and (x,y)→(x,y+1)
-    (True, False),  # left-down: x flipped
-    (False, True),  # right-up: y flipped
-    (True, True),  # left-up: both flipped
-)
-"""The four DAG covers of the grid, as (flip x, flip y) of the input before ``plstm_2d``."""
-
-NUM_TRANSITION_LOGITS = {"P": 2, "D": 3, "U": 4}
+MODES = tuple(NUM_TRANSITION_LOGITS)
+__all__ = ["GRID_METHODS", "MODES", "ORIENTATION_FLIPS", "PLSTMGridLayer"]
 
 # Paper Table 4 (DESIGN.md section 4).
 SOURCE_BIAS = -4.0
@@ -34,41 +31,6 @@ MARK_BIAS = -4.0
 DIRECT_BIAS = -6.0
 TRANSITION_BIAS = 1.0
 ORIENTATION_BIAS_RANGE = (-2.0, 2.0)
-
-
-def gate_logits(t: torch.Tensor) -> torch.Tensor:
-    """Gate pre-activations in at least float32: bf16 rounding of γα + γ(1−α) could push a
-    P-mode column sum above one (by ~0.4 %), which compounds along long paths."""
-    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
-
-
-def _flip_dims(flip_x: bool, flip_y: bool, x_dim: int, y_dim: int) -> list[int]:
-    return [d for d, f in ((x_dim, flip_x), (y_dim, flip_y)) if f]
-
-
-def _orient(t: torch.Tensor, per_orientation: bool = False) -> torch.Tensor:
-    """Stack the four DAG covers of a grid tensor into the batch axis.
-
-    t ``[B,H,X,Y,...]`` (the same tensor for every orientation) or, with
-    ``per_orientation``, ``[O,B,H,X,Y,...]`` → ``[O·B,H,X,Y,...]``, orientation o flipped
-    by ``ORIENTATION_FLIPS[o]``.
-    """
-    parts = []
-    for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
-        part = t[o] if per_orientation else t
-        dims = _flip_dims(fx, fy, 2, 3)
-        parts.append(part.flip(dims) if dims else part)
-    return torch.cat(parts, dim=0)
-
-
-def _unorient(t: torch.Tensor, *axes: tuple[int, int]) -> torch.Tensor:
-    """Flip each orientation of ``t [O,...]`` back (on every (x, y) axis pair) and sum."""
-    total = None
-    for o, (fx, fy) in enumerate(ORIENTATION_FLIPS):
-        dims = [d - 1 for x_dim, y_dim in axes for d in _flip_dims(fx, fy, x_dim, y_dim)]
-        part = t[o].flip(dims) if dims else t[o]
-        total = part if total is None else total + part
-    return total
 
 
 class PLSTMGridLayer(nn.Module):
@@ -85,13 +47,20 @@ class PLSTMGridLayer(nn.Module):
     - ``mode="D"``: three logits, cross entry zero (:func:`plstm_core.gates.dmode_grid_transition`);
     - ``mode="U"``: four free logits, no constraint — unstable, a counter-example for tests.
 
-    Each orientation (flip none, x, y, both) runs :func:`plstm_core.ops.grid.plstm_2d` on the
-    flipped tokens with its own gates; the outputs are flipped back and summed (so the node's
-    own term is Σ_o Direct_o · (q·k) v, an effective Direct gate in (0, 4)).
+    All projections run as ONE matrix product z = x·Wᵀ + b (q, k, v and every gate logit of
+    every orientation, :meth:`project`; layout :class:`plstm_core.ops.grid_mix.GridMixLayout`);
+    the parameters stay separate ``nn.Linear`` modules. Each orientation (flip none, x, y,
+    both) is ``plstm_2d`` on its DAG cover with its own gates; the outputs are summed (so the
+    node's own term is Σ_o Direct_o · (q·k) v, an effective Direct gate in (0, 4)).
     ``method`` (an attribute; may be changed after construction):
 
-    - ``"parallel"`` / ``"recurrent"`` / ``"chunkwise"``: four separate ``plstm_2d`` calls with
-      that method (``chunk_size`` for chunkwise). Costs as in ``plstm_2d`` times four.
+    - ``"parallel"``: on a CUDA device with Triton (grids up to 1024 padded nodes), ONE fused
+      kernel per direction of autograd: reads z in place, computes the gates inside, indexes the
+      orientations and sums them (:mod:`plstm_core.ops.grid_mix_triton`; O(B·H·N_pad²·(K+V))
+      time, no B·H·X·Y·O tensor in memory); otherwise four ``plstm_2d`` calls on flipped copies
+      (:func:`plstm_core.ops.grid_mix.grid_mix_reference`).
+    - ``"recurrent"`` / ``"chunkwise"``: four ``plstm_2d`` calls with that method (``chunk_size``
+      for chunkwise). Costs as in ``plstm_2d`` times four.
     - ``"fused"``: the four gating matrices (mapped back to the unflipped node order) are summed
       and ONE :func:`gated_linear_attention` contraction runs (paper A.7 multi-directional form);
       O(B·H·N²·(K+V)) time for the contraction plus four gating constructions, O(B·H·N²) memory.
@@ -161,93 +130,93 @@ class PLSTMGridLayer(nn.Module):
         if 0 in x.shape:
             raise ValueError(f"x must have positive B, X and Y, got shape {tuple(x.shape)}")
 
-    def _transition(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits ``[..., n]`` → ``[..., 2, 2]`` for this layer's mode."""
-        if self.mode == "P":
-            return pmode_grid_transition(logits[..., 0], logits[..., 1], scale=TRANSITION_SCALE)
-        if self.mode == "D":
-            return dmode_grid_transition(logits, scale=TRANSITION_SCALE)
-        return unconstrained_grid_transition(logits, scale=TRANSITION_SCALE)
+    @property
+    def layout(self) -> GridMixLayout:
+        """Where q, k, v and the gate logits sit in the columns of :meth:`project`."""
+        return GridMixLayout(self.num_heads, self.qk_head_dim, self.v_head_dim, self.mode)
+
+    def _projections(self) -> tuple[nn.Linear, ...]:
+        return (
+            self.q_proj,
+            self.k_proj,
+            self.v_proj,
+            self.source_gate,
+            self.mark_gate,
+            self.direct_gate,
+            self.transition_gate,
+        )
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[B,X,Y,D]`` → z ``[B,X,Y,F]``: every projection of the layer as one matrix
+        product (columns in the order of :class:`GridMixLayout`)."""
+        weight = torch.cat([lin.weight for lin in self._projections()])
+        bias = torch.cat(
+            [
+                lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
+                for lin in self._projections()
+            ]
+        )
+        return nn.functional.linear(x, weight, bias)
 
     def gates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All gates of all orientations in the UNflipped node order.
 
         x ``[B,X,Y,D]`` → source, mark ``[O,B,H,X,Y,2]``, transition ``[O,B,H,X,Y,2,2]``,
         direct ``[O,B,H,X,Y]`` with O = 4 orientations (order of ``ORIENTATION_FLIPS``);
-        float32 for bf16/fp16 inputs (see :func:`gate_logits`), else x's dtype.
+        float32 for bf16/fp16 inputs, else x's dtype.
         """
-        B, X, Y, _ = x.shape
-        H, O = self.num_heads, len(ORIENTATION_FLIPS)
-
-        def per_head(t: torch.Tensor) -> torch.Tensor:  # [B,X,Y,O*H*r] -> [O,B,H,X,Y,r]
-            return gate_logits(t).reshape(B, X, Y, O, H, -1).permute(3, 0, 4, 1, 2, 5)
-
-        source = torch.sigmoid(per_head(self.source_gate(x))).expand(-1, -1, -1, -1, -1, 2)
-        mark = torch.sigmoid(per_head(self.mark_gate(x))).expand(-1, -1, -1, -1, -1, 2)
-        direct = torch.sigmoid(per_head(self.direct_gate(x)))[..., 0]
-        transition = self._transition(per_head(self.transition_gate(x)))
-        return {"source": source, "transition": transition, "mark": mark, "direct": direct}
+        return unpack_gates(self.project(x), self.layout)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k ``[B,H,X,Y,K]``, v ``[B,H,X,Y,V]``."""
-        B, X, Y, _ = x.shape
-        H = self.num_heads
+        """q, k ``[B,H,X,Y,K]`` (k scaled by K^-1/2), v ``[B,H,X,Y,V]``."""
+        return unpack_qkv(self.project(x), self.layout)
 
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(B, X, Y, H, -1).permute(0, 3, 1, 2, 4)
-
-        q = heads(self.q_proj(x))
-        k = heads(self.k_proj(x)) * self.qk_head_dim**-0.5
-        v = heads(self.v_proj(x))
-        return q, k, v
-
-    def mix(self, x: torch.Tensor) -> torch.Tensor:
-        """The summed pLSTM output of the four orientations before norm and projection.
-
-        x ``[B,X,Y,D]`` → ``[B,H,X,Y,V]``. The four orientations run as one batch of 4·B
-        grids (one op call), each flipped into its DAG cover and flipped back afterwards.
-        """
-        self._check_method()
-        self._check_input(x)
-        B, X, Y, _ = x.shape
-        q, k, v = self._qkv(x)
-        g = self.gates(x)
+    def _summed_gating_mix(self, z: torch.Tensor) -> torch.Tensor:
+        """Method "fused": z ``[B,X,Y,F]`` → ``[B,X,Y,H,V]`` through one contraction with the
+        sum of the four orientations' gating matrices."""
+        B, X, Y, _ = z.shape
+        layout = self.layout
+        q, k, v = unpack_qkv(z, layout)
+        g = unpack_gates(z, layout)
         source, transition, mark, direct = (
-            _orient(g[name], per_orientation=True)
+            orient(g[name], per_orientation=True)
             for name in ("source", "transition", "mark", "direct")
         )
-        if self.method == "fused":
-            G = grid_gating_matrix(source, transition, mark, direct)  # [O·B,H,N,N], flipped
-            G = G.reshape(len(ORIENTATION_FLIPS), B, self.num_heads, X, Y, X, Y)
-            gating = _unorient(G, (3, 4), (5, 6)).reshape(B, self.num_heads, X * Y, X * Y)
-            dtype = gating.dtype
-            N, K = X * Y, self.qk_head_dim
-            h = gated_linear_attention(
-                q.reshape(B, -1, N, K).to(dtype),
-                k.reshape(B, -1, N, K).to(dtype),
-                v.reshape(B, -1, N, self.v_head_dim).to(dtype),
-                gating,
-            )
-            return h.reshape(B, -1, X, Y, self.v_head_dim).to(torch.promote_types(q.dtype, v.dtype))
-        h = plstm_2d(
-            _orient(q),
-            _orient(k),
-            _orient(v),
-            source,
-            transition,
-            mark,
-            direct,
-            method=self.method,
-            chunk_size=self.chunk_size,
+        G = grid_gating_matrix(source, transition, mark, direct)  # [O·B,H,N,N], flipped
+        G = G.reshape(len(ORIENTATION_FLIPS), B, self.num_heads, X, Y, X, Y)
+        gating = unorient(G, (3, 4), (5, 6)).reshape(B, self.num_heads, X * Y, X * Y)
+        dtype = gating.dtype
+        N, K = X * Y, self.qk_head_dim
+        h = gated_linear_attention(
+            q.reshape(B, -1, N, K).to(dtype),
+            k.reshape(B, -1, N, K).to(dtype),
+            v.reshape(B, -1, N, self.v_head_dim).to(dtype),
+            gating,
         )
-        return _unorient(h.reshape(len(ORIENTATION_FLIPS), *q.shape[:-1], -1), (3, 4))
+        h = h.reshape(B, -1, X, Y, self.v_head_dim).to(torch.promote_types(q.dtype, v.dtype))
+        return h.permute(0, 2, 3, 1, 4)
+
+    def _mix_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[B,X,Y,D]`` → the summed four-orientation pLSTM output ``[B,X,Y,H,V]``."""
+        self._check_method()
+        self._check_input(x)
+        z = self.project(x)
+        if self.method == "fused":
+            return self._summed_gating_mix(z)
+        if self.method == "parallel" and grid_mix_supported(z, self.layout):
+            return grid_mix_fused(z, self.layout)
+        return grid_mix_reference(z, self.layout, method=self.method, chunk_size=self.chunk_size)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """The summed pLSTM output of the four orientations before norm and projection:
+        x ``[B,X,Y,D]`` → ``[B,H,X,Y,V]``."""
+        return self._mix_tokens(x).permute(0, 3, 1, 2, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B,X,Y,D]`` → ``[B,X,Y,D]``."""
         self._check_input(x)
         B, X, Y, _ = x.shape
-        h = self.mix(x)  # [B,H,X,Y,V]
-        h = self.norm(h.permute(0, 2, 3, 1, 4)).reshape(B, X, Y, self.dim)
+        h = self.norm(self._mix_tokens(x)).reshape(B, X, Y, self.dim)
         return self.out_proj(h.to(x.dtype))
 
     def extra_repr(self) -> str:
