@@ -24,7 +24,8 @@ POOLINGS = ("corners", "mean")
 class RMSNorm(nn.Module):
     """``y = x / sqrt(mean(x²) + eps) · weight`` over the last axis of size D.
 
-    bf16/fp16 inputs are normalised in float32 and returned in their own dtype.
+    One fused ``F.rms_norm`` call (bf16/fp16 inputs are reduced in float32 inside it and
+    returned in their own dtype, the weight cast to that dtype).
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
@@ -34,9 +35,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-        rms = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (xf * rms * self.weight.to(xf.dtype)).to(x.dtype)
+        return F.rms_norm(x, (self.dim,), self.weight.to(x.dtype), self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -352,6 +351,7 @@ class IsotropicVisionModel(nn.Module):
         grid = img_size // patch_size
         self.patch_embed = STEMS[stem](patch_size, in_chans, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim)) if use_pos_embed else None
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(dim, mixer_factory(i), mlp_ratio, layer_scale, rates[i], eps)
@@ -384,13 +384,29 @@ class IsotropicVisionModel(nn.Module):
     def patch_size(self) -> int:
         return self.patch_embed.patch_size
 
+    def position_embedding(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """The position embedding ``[1,X,Y,D]`` for ``grid`` in ``dtype``. Without autograd
+        (inference) the resized, cast embedding is kept per (grid, dtype) until the parameter
+        changes, so a forward at a fixed size does no interpolation."""
+        assert self.pos_embed is not None
+        if torch.is_grad_enabled():
+            return resize_pos_embed(self.pos_embed, grid).to(dtype)
+        key = (grid, dtype, self.pos_embed.data_ptr(), self.pos_embed._version)
+        cached = self._pos_cache.get(key)
+        if cached is None:
+            if len(self._pos_cache) >= 8:
+                self._pos_cache.clear()
+            cached = resize_pos_embed(self.pos_embed.detach(), grid).to(dtype)
+            self._pos_cache[key] = cached
+        return cached
+
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """images ``[B,C,H,W]`` → normalised tokens ``[B,X,Y,D]`` after the last block."""
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
         t = self.patch_embed(x)
         if self.pos_embed is not None:
-            t = t + resize_pos_embed(self.pos_embed, (t.shape[1], t.shape[2])).to(t.dtype)
+            t = t + self.position_embedding((t.shape[1], t.shape[2]), t.dtype)
         for block in self.blocks:
             t = block(t)
         return self.norm(t)

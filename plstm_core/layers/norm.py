@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,8 +11,9 @@ class MultiHeadRMSNorm(nn.Module):
     """RMS-normalise every head's V vector separately, then scale by a per-channel weight.
 
     ``y[..., h, :] = x[..., h, :] / sqrt(mean(x[..., h, :]²) + eps) · weight[h, :]``.
-    Input ``[..., H, V]`` → output ``[..., H, V]`` in the input dtype (bf16/fp16 inputs are
-    normalised in float32). The weight ``[H, V]`` starts at one. Cost O(numel) time and memory.
+    Input ``[..., H, V]`` → output ``[..., H, V]`` in the input dtype (``F.rms_norm``: bf16/fp16
+    inputs are reduced in float32). The weight ``[H, V]`` starts at one. Cost O(numel) time and
+    memory.
     """
 
     def __init__(self, num_heads: int, head_dim: int, eps: float = 1e-5) -> None:
@@ -31,9 +33,8 @@ class MultiHeadRMSNorm(nn.Module):
                 f"x must have shape [..., H, V] = [..., {self.num_heads}, {self.head_dim}], "
                 f"got {tuple(x.shape)}"
             )
-        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-        rms = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (xf * rms * self.weight.to(xf.dtype)).to(x.dtype)
+        y = F.rms_norm(x, (self.head_dim,), None, self.eps)
+        return y * self.weight.to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, eps={self.eps}"

@@ -583,3 +583,16 @@ def test_batchnorm_conv_stem_swaps_only_the_norm() -> None:
     assert bn(x).shape == (4, 4, 3, 48)
     with pytest.raises(ValueError, match="conv stem norm must be one of"):
         ConvStem(8, 1, 48, norm="layer")
+
+
+def test_position_embedding_is_cached_without_autograd_and_follows_the_weights() -> None:
+    model = _plstm(seed=31)
+    with torch.no_grad():
+        first = model.position_embedding((6, 5), torch.float32)
+        assert model.position_embedding((6, 5), torch.float32) is first
+        torch.testing.assert_close(first, resize_pos_embed(model.pos_embed, (6, 5)))
+        model.pos_embed.add_(1.0)
+        moved = model.position_embedding((6, 5), torch.float32)
+    torch.testing.assert_close(moved, first + 1.0)
+    trained = model.position_embedding((6, 5), torch.float32)
+    assert trained.requires_grad and trained is not moved
