@@ -190,6 +190,66 @@ def kernel_profile(device: torch.device, quick: bool) -> list[dict]:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
         _sync(device)
+    return top_kernels(prof)
+
+
+def shipped_parity(device: torch.device) -> list[dict]:
+    """Logits of the shipped arrow model through the fused layer and the unfused one, each in
+    bf16 autocast and in float32: max |Δlogit| of every pair, and agreeing predictions."""
+    from models import load_checkpoint
+    from training.data.arrows import ArrowPointingDataset
+
+    model = load_checkpoint(Path("model_repository/arrow-pointing/1"), device=device).model
+    data = ArrowPointingDataset(64, resolution=96, seed=123)
+    x = torch.stack([data[i][0] for i in range(64)]).to(device)
+    logits = {}
+    for layer in ("fused", "unfused"):
+        for precision in ("bf16", "fp32"):
+            flag = "1" if layer == "fused" else "0"
+            amp = torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16")
+            with env(PLSTM_FUSED_LAYER=flag), torch.inference_mode(), amp:
+                logits[f"{layer} {precision}"] = model(x).float()
+    rows = []
+    for a, b in (
+        ("fused bf16", "unfused bf16"),
+        ("fused fp32", "unfused fp32"),
+        ("fused bf16", "unfused fp32"),
+        ("unfused bf16", "unfused fp32"),
+    ):
+        diff = (logits[a] - logits[b]).abs().max().item()
+        same = int((logits[a].argmax(-1) == logits[b].argmax(-1)).sum().item())
+        scale = logits[b].abs().max().item()
+        rows.append({"pair": f"{a} vs {b}", "max |Δlogit|": diff, "max |logit|": scale,
+                     "same predictions": f"{same}/{x.shape[0]}"})
+    return rows
+
+
+def train_profile(device: torch.device, quick: bool) -> list[dict]:
+    """Top CUDA kernels of one pLSTM-Vis-T training step (96 px / patch 8)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = 16 if quick else 128
+    model = build("plstm_vis_t", 96, 8, "parallel").to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.rand(batch, 3, 96, 96, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast("cuda", torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        _sync(device)
+    return top_kernels(prof)
+
+
+def top_kernels(prof) -> list[dict]:
     events = prof.key_averages()
     total = sum(e.device_time_total for e in events) or 1.0
     top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:12]
@@ -202,25 +262,6 @@ def kernel_profile(device: torch.device, quick: bool) -> list[dict]:
         }
         for e in top
     ]
-
-
-def shipped_parity(device: torch.device) -> dict:
-    """max |Δlogit| of the shipped arrow model: fused layer (bf16) vs unfused (float32)."""
-    from models import load_checkpoint
-    from training.data.arrows import ArrowPointingDataset
-
-    model = load_checkpoint(Path("model_repository/arrow-pointing/1"), device=device).model
-    data = ArrowPointingDataset(64, resolution=96, seed=123)
-    x = torch.stack([data[i][0] for i in range(64)]).to(device)
-    with env(PLSTM_FUSED_LAYER="0"), torch.inference_mode():
-        ref = model.float()(x).float()
-    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16):
-        fused = model(x).float()
-    return {
-        "max |Δlogit| fused bf16 vs unfused fp32": (fused - ref).abs().max().item(),
-        "same predictions": int((fused.argmax(-1) == ref.argmax(-1)).sum().item()),
-        "images": x.shape[0],
-    }
 
 
 def cpu_table(threads: int, large: bool) -> list[dict]:
@@ -267,7 +308,10 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also 768 px (with --cpu)")
     parser.add_argument("--quick", action="store_true", help="smaller batches (a smoke run)")
     parser.add_argument(
-        "--skip", nargs="*", default=[], help="sections to skip: forward train profile parity"
+        "--skip",
+        nargs="*",
+        default=[],
+        help="sections to skip: forward train profile train-profile parity",
     )
     args = parser.parse_args()
     out = Path(args.out)
@@ -311,9 +355,13 @@ def main() -> None:
             result["profile"] = kernel_profile(device, args.quick)
             text += "## Top CUDA kernels, plstm_vis_t forward 224 px\n\n"
             text += markdown(result["profile"]) + "\n\n"
+        if "train-profile" not in args.skip:
+            result["train profile"] = train_profile(device, args.quick)
+            text += "## Top CUDA kernels, plstm_vis_t training step 96 px / patch 8\n\n"
+            text += markdown(result["train profile"]) + "\n\n"
         if "parity" not in args.skip:
             result["parity"] = shipped_parity(device)
-            text += "## Shipped arrow model\n\n" + markdown([result["parity"]]) + "\n"
+            text += "## Shipped arrow model, 64 test images\n\n" + markdown(result["parity"]) + "\n"
         tag = result["device"].split()[-1].lower()
     (out / f"vision_{tag}.json").write_text(json.dumps(result, indent=1))
     (out / f"vision_{tag}.md").write_text(text)

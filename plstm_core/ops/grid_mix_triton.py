@@ -27,6 +27,7 @@ launched in chunks under ``SCRATCH_BYTES``). Nothing else of size B·H·X·Y·O.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -176,6 +177,7 @@ if triton is not None:
         VB: tl.constexpr,
         SB: tl.constexpr,
         PRECISION: tl.constexpr,
+        DOT: tl.constexpr,
     ):
         o, head, b, fx, fy, block, rows, src_ok, src = _program_grid(
             tl.program_id(0), H, X, Y, SB, YB
@@ -192,16 +194,19 @@ if triton is not None:
         col_ok = yy < Y
         y_node = tl.where(fy == 1, Y - 1 - yy, yy)
         y_prev = tl.where(fy == 1, Y - yy, yy - 1)
-        k_b = tl.load(
-            z_ptr + src[:, None] * F + k_off + head * K + kk[None, :],
-            mask=src_ok[:, None] & (kk[None, :] < K),
-            other=0.0,
-        ).to(tl.float32) * key_scale
+        k_b = (
+            tl.load(
+                z_ptr + src[:, None] * F + k_off + head * K + kk[None, :],
+                mask=src_ok[:, None] & (kk[None, :] < K),
+                other=0.0,
+            ).to(tl.float32)
+            * key_scale
+        ).to(DOT)
         v_b = tl.load(
             z_ptr + src[:, None] * F + v_off + head * V + vv[None, :],
             mask=src_ok[:, None] & (vv[None, :] < V),
             other=0.0,
-        ).to(tl.float32)
+        ).to(DOT)
         w = tl.zeros([SB, YB], dtype=tl.float32)
         for x in range((block * SB) // YB, X):
             col = b * X + tl.where(fx == 1, X - 1 - x, x)
@@ -221,9 +226,9 @@ if triton is not None:
                 z_ptr + node[:, None] * F + head * K + kk[None, :],
                 mask=col_ok[:, None] & (kk[None, :] < K),
                 other=0.0,
-            ).to(tl.float32)
+            ).to(DOT)
             scores = tl.dot(k_b, tl.trans(q_x), input_precision=PRECISION)
-            h_x = tl.dot(tl.trans(scores * gating), v_b, input_precision=PRECISION)
+            h_x = tl.dot(tl.trans((scores * gating).to(DOT)), v_b, input_precision=PRECISION)
             tl.atomic_add(
                 h_ptr + node[:, None] * (H * V) + head * V + vv[None, :],
                 h_x,
@@ -260,6 +265,7 @@ if triton is not None:
         VB: tl.constexpr,
         SB: tl.constexpr,
         PRECISION: tl.constexpr,
+        DOT: tl.constexpr,
     ):
         o, head, b, fx, fy, block, rows, src_ok, src = _program_grid(
             tl.program_id(0) + p_offset, H, X, Y, SB, YB
@@ -279,12 +285,15 @@ if triton is not None:
         y_prev = tl.where(fy == 1, Y - yy, yy - 1)
         k_mask = src_ok[:, None] & (kk[None, :] < K)
         v_mask = src_ok[:, None] & (vv[None, :] < V)
-        k_b = tl.load(
-            z_ptr + src[:, None] * F + k_off + head * K + kk[None, :], mask=k_mask, other=0.0
-        ).to(tl.float32) * key_scale
+        k_b = (
+            tl.load(
+                z_ptr + src[:, None] * F + k_off + head * K + kk[None, :], mask=k_mask, other=0.0
+            ).to(tl.float32)
+            * key_scale
+        ).to(DOT)
         v_b = tl.load(
             z_ptr + src[:, None] * F + v_off + head * V + vv[None, :], mask=v_mask, other=0.0
-        ).to(tl.float32)
+        ).to(DOT)
         x0 = (block * SB) // YB
         w_base = w_ptr + ((tl.program_id(0) * tl.num_programs(1) + block) * X) * (SB * YB)
         w_offs = tl.arange(0, SB)[:, None] * YB + yy[None, :]
@@ -326,18 +335,18 @@ if triton is not None:
             q_mask = col_ok[:, None] & (kk[None, :] < K)
             q_x = tl.load(
                 z_ptr + node[:, None] * F + head * K + kk[None, :], mask=q_mask, other=0.0
-            ).to(tl.float32)
+            ).to(DOT)
             dh_x = tl.load(
                 dh_ptr + node[:, None] * (H * V) + head * V + vv[None, :],
                 mask=col_ok[:, None] & (vv[None, :] < V),
                 other=0.0,
-            ).to(tl.float32)
+            ).to(DOT)
             scores = tl.dot(k_b, tl.trans(q_x), input_precision=PRECISION)  # [SB, YB]
             e = tl.dot(v_b, tl.trans(dh_x), input_precision=PRECISION)  # dh_n·v_n'
             ge = gating * e
-            dv_b += tl.dot(scores * gating, dh_x, input_precision=PRECISION)
-            dk_b += tl.dot(ge, q_x, input_precision=PRECISION)
-            dq_x = tl.dot(tl.trans(ge), k_b, input_precision=PRECISION)
+            dv_b += tl.dot((scores * gating).to(DOT), dh_x, input_precision=PRECISION)
+            dk_b += tl.dot(ge.to(DOT), q_x, input_precision=PRECISION)
+            dq_x = tl.dot(tl.trans(ge.to(DOT)), k_b, input_precision=PRECISION)
             tl.atomic_add(
                 dz_ptr + node[:, None] * F + head * K + kk[None, :], dq_x, mask=q_mask,
                 sem="relaxed",
@@ -422,8 +431,10 @@ if triton is not None:
         )
 
 
-def _sizes(z: torch.Tensor, layout: GridMixLayout) -> dict:
-    """Launch constants shared by both kernels."""
+def _sizes(z: torch.Tensor, layout: GridMixLayout, low_precision: bool) -> dict:
+    """Launch constants shared by both kernels. ``low_precision`` (bf16 z only): the products
+    with K and V (q·k, (q·k ⊙ G)·v and their adjoints) take bf16 operands, the gating walk
+    stays in TF32."""
     _, X, Y, F = z.shape
     return {
         "X": X,
@@ -446,14 +457,15 @@ def _sizes(z: torch.Tensor, layout: GridMixLayout) -> dict:
         "VB": max(16, next_pow2(layout.v_head_dim)),
         # float32 inputs keep full float32 products; bf16 inputs get TF32 (10-bit mantissa)
         "PRECISION": "ieee" if z.dtype == torch.float32 else "tf32",
+        "DOT": tl.bfloat16 if low_precision and z.dtype == torch.bfloat16 else tl.float32,
     }
 
 
-def _forward(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
+def _forward(z: torch.Tensor, layout: GridMixLayout, launch: Launch) -> torch.Tensor:
     B, X, Y, _ = z.shape
     H, V = layout.num_heads, layout.v_head_dim
-    sizes = _sizes(z, layout)
-    SB, warps = FWD_LAUNCH[X * sizes["YB"] <= SMALL_GRID_NODES]
+    sizes = _sizes(z, layout, launch.low_precision)
+    SB, warps = launch.forward or FWD_LAUNCH[X * sizes["YB"] <= SMALL_GRID_NODES]
     h = torch.zeros(B, X, Y, H, V, device=z.device, dtype=torch.float32)
     grid = (B * H * layout.num_orientations, -(-X * sizes["YB"] // SB))
     _grid_mix_fwd[grid](z, h, **sizes, SB=SB, num_warps=warps)
@@ -461,16 +473,16 @@ def _forward(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
 
 
 def _backward(
-    z: torch.Tensor, grad_h: torch.Tensor, layout: GridMixLayout, scratch_bytes: int
+    z: torch.Tensor, grad_h: torch.Tensor, layout: GridMixLayout, launch: Launch
 ) -> torch.Tensor:
     B, X = z.shape[:2]
-    sizes = _sizes(z, layout)
+    sizes = _sizes(z, layout, launch.low_precision)
     YB = sizes["YB"]
-    SB, warps = BWD_LAUNCH[X * YB <= SMALL_GRID_NODES]
+    SB, warps = launch.backward or BWD_LAUNCH[X * YB <= SMALL_GRID_NODES]
     nblocks = -(-X * YB // SB)
     programs = B * layout.num_heads * layout.num_orientations
     per_program = nblocks * X * SB * YB  # W scratch floats of one (b, h, o)
-    chunk = max(1, min(programs, scratch_bytes // (4 * per_program)))
+    chunk = max(1, min(programs, launch.scratch_bytes // (4 * per_program)))
     scratch = torch.empty(chunk * per_program, device=z.device, dtype=torch.float32)
     dz = torch.zeros(z.shape, device=z.device, dtype=torch.float32)
     grad_h = grad_h.contiguous()
@@ -484,30 +496,38 @@ def _backward(
 
 class _GridMix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, layout, scratch_bytes):
+    def forward(ctx, z, layout, launch):
         ctx.layout = layout
-        ctx.scratch_bytes = scratch_bytes
+        ctx.launch = launch
         ctx.save_for_backward(z)
-        return _forward(z, layout)
+        return _forward(z, layout, launch)
 
     @staticmethod
     def backward(ctx, grad_h):
         (z,) = ctx.saved_tensors
-        dz = _backward(z, grad_h, ctx.layout, ctx.scratch_bytes)
+        dz = _backward(z, grad_h, ctx.layout, ctx.launch)
         return dz.to(z.dtype), None, None
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Kernel settings: (sources per program, warps) of each kernel (None: by grid size),
+    bf16 operands for the K/V products of bf16 z, and the cap of the backward's W scratch."""
+
+    forward: tuple[int, int] | None = None
+    backward: tuple[int, int] | None = None
+    low_precision: bool = True
+    scratch_bytes: int = SCRATCH_BYTES
+
+
 def grid_mix_fused(
-    z: torch.Tensor, layout: GridMixLayout, *, scratch_bytes: int = SCRATCH_BYTES
+    z: torch.Tensor, layout: GridMixLayout, launch: Launch = Launch()
 ) -> torch.Tensor:
     """Σ over the four orientations of the parallel ``plstm_2d`` with the gates of z
-    ``[B,X,Y,F]`` → h ``[B,X,Y,H,V]`` in z's dtype (accumulated in float32), differentiable
-    in z. Check :func:`grid_mix_supported` first (or run on CPU tensors under
-    ``TRITON_INTERPRET=1``)."""
+    ``[B,X,Y,F]`` → h ``[B,X,Y,H,V]`` in float32, differentiable in z. Check
+    :func:`grid_mix_supported` first (or run on CPU tensors under ``TRITON_INTERPRET=1``)."""
     check_projection(z, layout)
     z = z.contiguous()
     if torch.is_grad_enabled() and z.requires_grad:
-        h = _GridMix.apply(z, layout, scratch_bytes)
-    else:
-        h = _forward(z, layout)
-    return h if z.dtype == torch.float32 else h.to(z.dtype)
+        return _GridMix.apply(z, layout, launch)
+    return _forward(z, layout, launch)
