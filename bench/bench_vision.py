@@ -224,6 +224,36 @@ def shipped_parity(device: torch.device) -> list[dict]:
     return rows
 
 
+def server_graphs(device: torch.device) -> list[dict]:
+    """The shipped arrow model as the server runs it (float32 weights, the parallel path
+    replayed from ``app.cuda_graphs.InferenceGraphs`` per batch bucket): batch-1 latency and
+    batch-64 images/s, fused layer against unfused."""
+    from app.cuda_graphs import InferenceGraphs
+    from models import load_checkpoint
+
+    model = load_checkpoint(Path("model_repository/arrow-pointing/1"), device=device).model
+    rows = []
+    for layer, flag in (("fused", "1"), ("unfused", "0")):
+        row: dict = {"layer": layer}
+        with env(PLSTM_FUSED_LAYER=flag):
+            graphs = InferenceGraphs(max_batch=64)
+            for batch in (1, 64):
+                x = torch.rand(batch, 3, 96, 96, device=device)
+                tokens = (96 // model.patch_size) ** 2
+
+                def run(x=x, tokens=tokens, graphs=graphs) -> torch.Tensor:
+                    with torch.inference_mode():
+                        return graphs(model, x, tokens, key="parallel")
+
+                seconds = median_seconds(run, device, reps=20)
+                if batch == 1:
+                    row["b1 ms"] = seconds * 1000
+                else:
+                    row["b64 img/s"] = batch / seconds
+        rows.append(row)
+    return rows
+
+
 def train_profile(device: torch.device, quick: bool) -> list[dict]:
     """Top CUDA kernels of one pLSTM-Vis-T training step (96 px / patch 8)."""
     from torch.profiler import ProfilerActivity, profile
@@ -311,7 +341,7 @@ def main() -> None:
         "--skip",
         nargs="*",
         default=[],
-        help="sections to skip: forward train profile train-profile parity",
+        help="sections to skip: forward train profile train-profile server parity",
     )
     args = parser.parse_args()
     out = Path(args.out)
@@ -359,6 +389,10 @@ def main() -> None:
             result["train profile"] = train_profile(device, args.quick)
             text += "## Top CUDA kernels, plstm_vis_t training step 96 px / patch 8\n\n"
             text += markdown(result["train profile"]) + "\n\n"
+        if "server" not in args.skip:
+            result["server graphs"] = server_graphs(device)
+            text += "## Shipped arrow model as served (float32, CUDA-graph buckets, 96 px)\n\n"
+            text += markdown(result["server graphs"]) + "\n\n"
         if "parity" not in args.skip:
             result["parity"] = shipped_parity(device)
             text += "## Shipped arrow model, 64 test images\n\n" + markdown(result["parity"]) + "\n"
