@@ -25,6 +25,8 @@ FORWARD_CASES = [(256, 14, 14), (256, 12, 12), (128, 12, 12), (1, 14, 14), (1, 1
 BACKWARD_CASES = [(128, 12, 12)]
 SOURCES = (16, 32, 64, 128, 256)
 WARPS = (1, 2, 4, 8)
+BACKWARD_SOURCES = (32, 64)
+BACKWARD_WARPS = (2, 4, 8)
 
 
 def replay_ms(fn, reps: int = 20) -> float:
@@ -56,10 +58,13 @@ def run_fn(kind: str, z: torch.Tensor, dh: torch.Tensor, layout: GridMixLayout, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    parser.add_argument("--only", choices=["forward", "backward"], help="tune one kernel only")
     args = parser.parse_args()
     layout = GridMixLayout(num_heads=3, qk_head_dim=64, v_head_dim=64, mode="P")
     results: dict[str, list] = {}
     for kind, cases in (("forward", FORWARD_CASES), ("backward", BACKWARD_CASES)):
+        if args.only not in (None, kind):
+            continue
         for B, X, Y in cases:
             g = torch.Generator(device="cuda").manual_seed(0)
             z = torch.randn(B, X, Y, layout.width, device="cuda", generator=g).bfloat16()
@@ -70,11 +75,12 @@ def main() -> None:
                 ref = _backward(z.float(), dh, layout, Launch())
             rows = []
             n_pad = X * 16
-            for sb in SOURCES:
+            sources = SOURCES if kind == "forward" else BACKWARD_SOURCES
+            for sb in sources:
                 if sb > 2 * n_pad:
                     continue
-                for warps in WARPS:
-                    for low in (False, True):
+                for warps in WARPS if kind == "forward" else BACKWARD_WARPS:
+                    for low in (False, True) if kind == "forward" else (True,):
                         launch = Launch(**{kind: (sb, warps)}, low_precision=low)
                         fn = run_fn(kind, z, dh, layout, launch)
                         try:
@@ -93,9 +99,9 @@ def main() -> None:
             for r in rows[:8]:
                 print(json.dumps(r))
             print(flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tune_grid_mix.json").write_text(json.dumps(results, indent=1))
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "tune_grid_mix.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
