@@ -41,13 +41,27 @@ except ImportError:  # CPU-only installs: the PyTorch reference serves every cal
     triton = None
 
 MAX_NODES = 1024  # X·YB; larger grids run other methods
-# (sources per program SB, warps), from bench/tune_grid_mix.py on an H100 (bf16, K = V = 64):
-# with few grids (batch 1: 12 of them) small blocks spread the work over more SMs; with many,
-# 64-source blocks with one warp recompute the column gates least often (14×14, batch 256:
-# 0.67 ms vs 0.76 ms with 32 sources, 0.87 ms before the bf16 operands).
+# (sources per program SB, warps), from bench/tune_grid_mix.py on an H100 (K = V = 64): with
+# few grids (batch 1: 12 of them) small blocks spread the work over more SMs; with many, bf16
+# inputs run fastest in 64-source blocks of one warp (14×14, batch 256: 0.67 ms vs 0.76 ms with
+# 32 sources, 0.87 ms before the bf16 operands), float32 ones (IEEE products, no tensor-core
+# shortcut) in 32-source blocks; the backward in 32-source blocks of two warps (12×12, batch
+# 128: 1.49 ms vs 1.92 ms with four).
 FEW_GRIDS = 256
-FWD_LAUNCH = {"few": (16, 4), "many": (64, 1), "large grid": (64, 2)}
-BWD_LAUNCH = {"few": (32, 4), "many": (32, 4), "large grid": (64, 4)}
+FWD_LAUNCH = {
+    "few": (16, 4),
+    "many bf16": (64, 1),
+    "many fp32": (32, 1),
+    "large grid bf16": (64, 2),
+    "large grid fp32": (64, 2),
+}
+BWD_LAUNCH = {
+    "few": (32, 4),
+    "many bf16": (32, 2),
+    "many fp32": (32, 4),
+    "large grid bf16": (64, 4),
+    "large grid fp32": (64, 4),
+}
 SMALL_GRID_NODES = 256
 SCRATCH_BYTES = 1 << 30
 MODE_IDS = {"P": 0, "D": 1, "U": 2}
@@ -466,18 +480,19 @@ def _sizes(z: torch.Tensor, layout: GridMixLayout, low_precision: bool) -> dict:
     }
 
 
-def _launch_class(batch: int, padded_nodes: int, layout: GridMixLayout) -> str:
+def _launch_class(z: torch.Tensor, padded_nodes: int, layout: GridMixLayout) -> str:
+    precision = "bf16" if z.dtype == torch.bfloat16 else "fp32"
     if padded_nodes > SMALL_GRID_NODES:
-        return "large grid"
-    grids = batch * layout.num_heads * layout.num_orientations
-    return "few" if grids < FEW_GRIDS else "many"
+        return f"large grid {precision}"
+    grids = z.shape[0] * layout.num_heads * layout.num_orientations
+    return "few" if grids < FEW_GRIDS else f"many {precision}"
 
 
 def _forward(z: torch.Tensor, layout: GridMixLayout, launch: Launch) -> torch.Tensor:
     B, X, Y, _ = z.shape
     H, V = layout.num_heads, layout.v_head_dim
     sizes = _sizes(z, layout, launch.low_precision)
-    SB, warps = launch.forward or FWD_LAUNCH[_launch_class(B, X * sizes["YB"], layout)]
+    SB, warps = launch.forward or FWD_LAUNCH[_launch_class(z, X * sizes["YB"], layout)]
     h = torch.zeros(B, X, Y, H, V, device=z.device, dtype=torch.float32)
     grid = (B * H * layout.num_orientations, -(-X * sizes["YB"] // SB))
     _grid_mix_fwd[grid](z, h, **sizes, SB=SB, num_warps=warps)
@@ -490,7 +505,7 @@ def _backward(
     B, X = z.shape[:2]
     sizes = _sizes(z, layout, launch.low_precision)
     YB = sizes["YB"]
-    SB, warps = launch.backward or BWD_LAUNCH[_launch_class(B, X * YB, layout)]
+    SB, warps = launch.backward or BWD_LAUNCH[_launch_class(z, X * YB, layout)]
     nblocks = -(-X * YB // SB)
     programs = B * layout.num_heads * layout.num_orientations
     per_program = nblocks * X * SB * YB  # W scratch floats of one (b, h, o)
