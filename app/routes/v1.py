@@ -13,12 +13,13 @@ from starlette.datastructures import UploadFile
 
 from app import backends
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
-from app.errors import ApiError, unavailable
+from app.errors import ApiError
 from app.images import decodes_quickly, load_image
 from app.inference import Outcome
+from app.model_state import NO_VERSIONS
 from app.molecules import graphs_from_request
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import find_ready_entry, find_runtime, inflight, resolve_path
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -51,24 +52,41 @@ def _labels(entry: ModelEntry, count: int) -> list[str]:
 
 
 def model_summary(entry: ModelEntry, versions: list[ModelEntry]) -> ModelSummary:
-    """The ``/v1`` description of ``entry``; 503 when its kind is unknown (not loadable)."""
-    if entry.kind is None:
-        raise unavailable(f"model {entry.name!r} version {entry.version}: {entry.reason}")
+    """The ``/v1`` description of ``entry``; of an UNAVAILABLE one only its name, versions,
+    state and reason."""
+    numbers = [str(v.version) for v in versions]
+    if not entry.ready:
+        return ModelSummary(
+            name=entry.name,
+            version=str(entry.version),
+            versions=numbers,
+            state="UNAVAILABLE",
+            reason=entry.reason,  # type: ignore[arg-type]
+            ready=False,
+        )
     return ModelSummary(
         name=entry.name,
         version=str(entry.version),
-        versions=[str(v.version) for v in versions],
-        architecture=entry.architecture or "",
-        kind=entry.kind,
-        task=_task(entry),
+        versions=numbers,
+        state="READY",
+        architecture=entry.architecture,
+        kind=entry.kind,  # type: ignore[arg-type]
+        task=_task(entry),  # type: ignore[arg-type]
         labels=list(entry.labels),
-        ready=entry.ready,
-        paths=list(backends.model_paths(entry)) if entry.model is not None else [],
+        ready=True,
+        paths=list(backends.model_paths(entry)),
         input=entry.input_spec,
         preprocessing=entry.preprocessing,
         metrics=entry.metrics,
-        weights_sha256=entry.weights_sha256 or "",
+        weights_sha256=entry.weights_sha256,
         onnx=entry.onnx_status(),
+    )
+
+
+def unversioned_summary(name: str) -> ModelSummary:
+    """The ``/v1`` listing of a model whose directory holds no version."""
+    return ModelSummary(
+        name=name, version=None, versions=[], state="UNAVAILABLE", reason=NO_VERSIONS, ready=False
     )
 
 
@@ -92,14 +110,17 @@ def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
     return resolve_path(entry, path, tokens, status=422, field="path")
 
 
-@router.get("/models", response_model=ModelList, summary="List the served models")
+@router.get("/models", response_model=ModelList, summary="List the models")
 async def list_models(repository: RepositoryDep) -> ModelList:
-    models = []
-    for name in repository.names():
-        entry = repository.get(name)
-        if entry.kind is not None:
-            models.append(model_summary(entry, repository.versions(name)))
-    return ModelList(models=models)
+    unversioned = set(repository.unversioned())
+    return ModelList(
+        models=[
+            unversioned_summary(name)
+            if name in unversioned
+            else model_summary(repository.get(name), repository.versions(name))
+            for name in repository.names()
+        ]
+    )
 
 
 @router.get("/models/{name}", response_model=ModelSummary, summary="Describe one model")
@@ -109,7 +130,7 @@ async def get_model(
     repository: RepositoryDep,
     version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
 ) -> ModelSummary:
-    return model_summary(find_entry(request, name, version), repository.versions(name))
+    return model_summary(find_ready_entry(request, name, version), repository.versions(name))
 
 
 async def _read_image(request: Request, max_bytes: int) -> tuple[bytes, str | None]:

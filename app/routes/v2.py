@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from app import backends
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, error_response
+from app.model_state import ModelUnavailable
 from app.molecules import graphs_from_tensor, images_from_tensor
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import find_entry, find_ready_entry, find_runtime, inflight, resolve_path
 from app.routes.v1 import ERRORS
 from app.schemas import (
     PATHS,
@@ -113,22 +114,36 @@ async def server_metadata(request: Request) -> ServerMetadata:
 async def metadata(
     request: Request, name: str, repository: RepositoryDep, version: str | None = None
 ) -> ModelMetadata:
-    entry = find_entry(request, name, _version(name, version))
-    if entry.kind is None:
-        raise ApiError(503, f"model {name!r} version {entry.version}: {entry.reason}")
+    entry = find_ready_entry(request, name, _version(name, version))
     return model_metadata(entry, repository.versions(name))
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady, summary="Model readiness")
 @router.get(
-    "/models/{name}/versions/{version}/ready", response_model=ModelReady, include_in_schema=False
+    "/models/{name}/ready",
+    response_model=ModelReady,
+    response_model_exclude_none=True,
+    summary="Model readiness",
+)
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_model=ModelReady,
+    response_model_exclude_none=True,
+    include_in_schema=False,
 )
 async def model_ready(request: Request, name: str, version: str | None = None) -> Any:
-    entry = find_entry(request, name, _version(name, version))
-    ok = bool(request.app.state.ready and not request.app.state.draining and entry.ready)
-    ok = ok and (entry.name, entry.version) in request.app.state.runtimes
-    body = ModelReady(name=name, ready=ok).model_dump()
-    return body if ok else JSONResponse(body, status_code=503)
+    try:
+        entry = find_entry(request, name, _version(name, version))
+    except ModelUnavailable as exc:
+        return JSONResponse(
+            ModelReady(name=name, ready=False, reason=exc.reason).model_dump(exclude_none=True), 503
+        )
+    if not entry.ready:
+        body = ModelReady(name=name, ready=False, reason=entry.reason)  # type: ignore[arg-type]
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+    state = request.app.state
+    ok = bool(state.ready and not state.draining and (entry.name, entry.version) in state.runtimes)
+    body = ModelReady(name=name, ready=ok).model_dump(exclude_none=True)
+    return body if ok else JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _parse(request: Request) -> InferenceRequest:
