@@ -24,6 +24,7 @@ from app.model_state import ModelUnavailable
 from app.molecules import InvalidGraph, InvalidTensor
 from app.repository import ModelNotFound
 from app.schemas import LimitExceeded, validation_error_message
+from app.security_headers import security_headers
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    # answered outside the middlewares (Starlette's ServerErrorMiddleware): its own headers
+    headers = {k.decode(): v.decode() for k, v in security_headers(request.url.path)}
+    return error_response(500, "internal server error", headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -141,6 +141,20 @@ class ImageSize(_Schema):
 # ---------------------------------------------------------------------------- ops
 
 
+class Liveness(_Schema):
+    """``GET /v2/health/live``."""
+
+    model_config = _example(live=True)
+    live: bool = Field(description="Always true: the server answers.")
+
+
+class Readiness(_Schema):
+    """``GET /v2/health/ready`` when ready (else 503 with an error)."""
+
+    model_config = _example(ready=True)
+    ready: bool = Field(description="Always true: the server takes inference requests.")
+
+
 class VersionState(_Schema):
     """The state of one model version in ``GET /healthz``."""
 
@@ -322,7 +336,22 @@ class GraphInput(_Schema):
             "examples": [
                 {"smiles": "CCO"},
                 {"atoms": ["C", "C", {"element": "O"}], "bonds": [[0, 1, 1], [1, 2, 1]]},
-            ]
+            ],
+            # exactly one form (null stands for absent), as _one_form checks
+            "oneOf": [
+                {
+                    "required": ["smiles"],
+                    "properties": {
+                        "smiles": {"type": "string"},
+                        "atoms": {"type": "null"},
+                        "bonds": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["atoms"],
+                    "properties": {"atoms": {"type": "array"}, "smiles": {"type": "null"}},
+                },
+            ],
         },
     )
     smiles: str | None = Field(

@@ -5,14 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Query, Request
 
 from app import backends
 from app.errors import ApiError, unavailable
 from app.inference import ModelRuntime
 from app.metrics import Metrics
-from app.repository import ModelEntry, ModelRepository
+from app.repository import MODEL_NAME, ModelEntry, ModelRepository
+
+MAX_VERSION = 2**31 - 1
+ModelName = Annotated[
+    str,
+    Path(
+        description="Model name: a directory of the model repository (GET /v1/models lists "
+        "them); another name answers 404.",
+        json_schema_extra={"pattern": MODEL_NAME.pattern, "maxLength": 255},
+    ),
+]
+VersionQuery = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_VERSION, description="Model version (default: the latest ready one)."),
+]
 
 
 def find_entry(request: Request, name: str, version: int | None = None) -> ModelEntry:

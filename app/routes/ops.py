@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.dependencies import EngineDep, MetricsDep, RepositoryDep
+from app.openapi import error_responses
 from app.schemas import EngineState, Health, VersionState
 
 router = APIRouter(tags=["ops"])
@@ -21,7 +22,8 @@ PROMETHEUS_TEXT = "text/plain"
         200: {
             "description": "Every plstm_* metric family in the Prometheus text format.",
             "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
-        }
+        },
+        **error_responses(431, 503),
     },
 )
 async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
@@ -31,11 +33,17 @@ async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.api_route(
+@router.head(
     "/healthz",
-    methods=["GET", "HEAD"],
+    response_model=None,
+    summary="Liveness, without a body",
+    responses=error_responses(431, 503),
+)
+@router.get(
+    "/healthz",
     response_model=Health,
     summary="Liveness with the state of every model version",
+    responses=error_responses(431, 503),
 )
 async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep) -> Health:
     state = request.app.state

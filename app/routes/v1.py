@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio.to_thread
 import torch
@@ -18,11 +18,18 @@ from app.images import decodes_quickly, load_image
 from app.inference import Outcome
 from app.model_state import NO_VERSIONS
 from app.molecules import graphs_from_request
+from app.openapi import error_responses
 from app.repository import ModelEntry
-from app.routes import find_ready_entry, find_runtime, inflight, resolve_path
+from app.routes import (
+    ModelName,
+    VersionQuery,
+    find_ready_entry,
+    find_runtime,
+    inflight,
+    resolve_path,
+)
 from app.schemas import (
     ClassifyResponse,
-    ErrorResponse,
     ImageSize,
     ModelList,
     ModelSummary,
@@ -34,13 +41,39 @@ from app.schemas import (
 )
 
 DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 Path = Literal["auto", "parallel", "recurrent", "chunkwise", "onnx"]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
+PathQuery = Annotated[
+    Path,
+    Query(
+        description="Inference path; auto lets the server pick. An explicit path the model "
+        "does not offer (see its paths) answers 422."
+    ),
+]
+BINARY = {"type": "string", "format": "binary"}
+CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image (PNG, JPEG, WebP or BMP): multipart field 'image', or the "
+        "whole body with its image media type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {**BINARY, "description": "The image file."}},
+                    "required": ["image"],
+                },
+                "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
+            },
+            **{media_type: {"schema": BINARY} for media_type in IMAGE_MEDIA_TYPES},
+            "application/octet-stream": {"schema": BINARY},
+        },
+    }
 }
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey])
 
 
 def _task(entry: ModelEntry) -> str:
@@ -110,7 +143,12 @@ def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
     return resolve_path(entry, path, tokens, status=422, field="path")
 
 
-@router.get("/models", response_model=ModelList, summary="List the models")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    summary="List the models",
+    responses=error_responses(431, 503),
+)
 async def list_models(repository: RepositoryDep) -> ModelList:
     unversioned = set(repository.unversioned())
     return ModelList(
@@ -123,12 +161,14 @@ async def list_models(repository: RepositoryDep) -> ModelList:
     )
 
 
-@router.get("/models/{name}", response_model=ModelSummary, summary="Describe one model")
+@router.get(
+    "/models/{name}",
+    response_model=ModelSummary,
+    summary="Describe one model",
+    responses=error_responses(404, 422, 431, 503),
+)
 async def get_model(
-    request: Request,
-    name: str,
-    repository: RepositoryDep,
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    request: Request, name: ModelName, repository: RepositoryDep, version: VersionQuery = None
 ) -> ModelSummary:
     return model_summary(find_ready_entry(request, name, version), repository.versions(name))
 
@@ -154,21 +194,32 @@ async def _read_image(request: Request, max_bytes: int) -> tuple[bytes, str | No
 
 
 @router.post(
-    "/models/{name}/classify", response_model=ClassifyResponse, summary="Classify an image"
+    "/models/{name}/classify",
+    response_model=ClassifyResponse,
+    summary="Classify an image",
+    description="For image models (kind image); a molecule model answers 400.",
+    responses=error_responses(400, 404, 408, 413, 415, 422, 431, 503, 504),
+    openapi_extra=CLASSIFY_BODY,
 )
 async def classify(
     request: Request,
-    name: str,
+    name: ModelName,
     settings: SettingsDep,
-    top_k: Annotated[int | None, Query(ge=1, description="Classes to return (default 5).")] = None,
-    path: Annotated[Path, Query(description="Inference path; auto lets the server pick.")] = (
-        "auto"
-    ),
+    top_k: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_TOP_K,
+            description="Classes to return, most probable first (default 5); at most the "
+            "model's number of classes are returned.",
+        ),
+    ] = None,
+    path: PathQuery = "auto",
     resize: Annotated[
         Literal["model", "native"],
         Query(description="model: resize to the training size; native: pad to the patch grid."),
     ] = "model",
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    version: VersionQuery = None,
 ) -> ClassifyResponse:
     start = time.perf_counter()
     runtime = find_runtime(request, name, version)
@@ -176,8 +227,6 @@ async def classify(
     if entry.kind != "image" or runtime.spec is None:
         raise ApiError(400, f"model {name!r} takes molecules: use POST /v1/models/{name}/predict")
     num_classes = int(entry.config["num_classes"])
-    if top_k is not None and top_k > num_classes:
-        raise ApiError(422, f"top_k: must be between 1 and {num_classes}, got {top_k}")
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
         load = partial(
@@ -193,7 +242,7 @@ async def classify(
         chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
         outcome = await runtime.classify(prepared.tensor, chosen)
     probabilities = outcome.outputs.softmax(-1)
-    k = top_k or min(DEFAULT_TOP_K, num_classes)
+    k = min(top_k or DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
         model=name,
         version=str(entry.version),
@@ -206,16 +255,20 @@ async def classify(
     )
 
 
-@router.post("/models/{name}/predict", response_model=PredictResponse, summary="Predict molecules")
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse,
+    summary="Predict molecules",
+    description="For molecule models (kind graph); an image model answers 400.",
+    responses=error_responses(400, 404, 408, 413, 422, 431, 503, 504),
+)
 async def predict(
     request: Request,
-    name: str,
+    name: ModelName,
     body: PredictRequest,
     settings: SettingsDep,
-    path: Annotated[Path, Query(description="Inference path; auto lets the server pick.")] = (
-        "auto"
-    ),
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    path: PathQuery = "auto",
+    version: VersionQuery = None,
 ) -> PredictResponse:
     start = time.perf_counter()
     runtime = find_runtime(request, name, version)
