@@ -100,6 +100,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self.body_timeout_s = settings.body_timeout_s
         self.reading_head = True
         """Between the end of a message (or the connection's start) and the end of a head."""
+        self.head_started = False
+        """A head has begun (its first byte parsed) and not ended."""
+        self.body_pending = False
+        """A body has begun (its head ended) and not ended."""
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
@@ -126,8 +130,6 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         if self.reading_head:
-            if self.head_timer is None:
-                self.head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -141,13 +143,24 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._refuse(rejected.status, rejected.message)
             return
-        if self.reading_head and self.head_bytes > self.max_header_bytes:
-            self._refuse(431, self._head_too_large())
+        # timers only for what this chunk left unfinished (most requests come whole); bytes
+        # that begin no message yet (blank lines) count as a head too
+        if self.reading_head and (self.head_started or self.head_bytes):
+            if self.head_bytes > self.max_header_bytes:
+                self._refuse(431, self._head_too_large())
+            elif self.head_timer is None:
+                self.head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+        elif self.body_pending and self.body_timer is None:
+            self.body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
 
     # ------------------------------------------------------------------ parser callbacks
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_started = True
+
     def on_headers_complete(self) -> None:
-        self.reading_head = False
+        self.reading_head = self.head_started = False
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
@@ -162,10 +175,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 f"{len(self.headers)} header fields exceed the limit of {self.max_header_count}",
             )
         super().on_headers_complete()
-        if self._has_body() and not self.pipeline:  # a queued request is not read yet
-            self.body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+        self.body_pending = self._has_body() and not self.pipeline  # a queued one is not read yet
 
     def on_message_complete(self) -> None:
+        self.body_pending = False
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
