@@ -244,7 +244,8 @@ def _ready(request: Request, name: str, version: str | None) -> Any:
     state = request.app.state
     ok = bool(state.ready and not state.draining and (entry.name, entry.version) in state.runtimes)
     body = ModelReady(name=name, ready=ok).model_dump(exclude_none=True)
-    return body if ok else JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    return body if ok else JSONResponse(body, status_code=503, headers=retry)
 
 
 async def _parse(request: Request) -> InferenceRequest:
