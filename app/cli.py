@@ -2,7 +2,10 @@
 
 Flags override the ``PLSTM_*`` environment variables (they are written into the environment
 before the server starts, so every worker process sees them); everything else comes from the
-environment (:class:`app.settings.Settings`). In process mode (``--engine``, see
+environment (:class:`app.settings.Settings`). uvicorn runs the hardened HTTP protocol of
+:mod:`app.http_protocol` (header limits, read and idle timeouts, a connection limit); on SIGTERM
+each worker drains (:mod:`app.draining`: new requests get 503 while those in flight finish)
+before uvicorn stops it. In process mode (``--engine``, see
 :mod:`app.engine_launcher`) the engine process is started before uvicorn and stopped after it;
 with several workers their metrics are summed through shared files
 (:mod:`app.multiprocess_metrics`).
@@ -19,9 +22,11 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from app.draining import drain_timeout_s
 from app.settings import LOG_LEVELS, Settings, get_settings
 
 FLAG_SETTINGS = ("host", "port", "workers", "engine", "model_repository", "device", "log_level")
+HTTP_PROTOCOL = "app.http_protocol:HardenedHttpToolsProtocol"
 
 
 def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
@@ -67,6 +72,7 @@ def create_logged_app() -> FastAPI:
         settings,
         engine_socket=os.environ.get(SOCKET_ENV) or None,
         engine_pid=int(pid) if pid.isdigit() else None,
+        drain_on_signals=True,
     )
 
 
@@ -112,7 +118,11 @@ def serve(args: argparse.Namespace) -> int:
                 log_level=settings.log_level,
                 log_config=None,
                 access_log=False,
-                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+                http=HTTP_PROTOCOL,
+                ws="none",
+                timeout_keep_alive=settings.keep_alive_timeout_s,
+                limit_concurrency=settings.max_connections,
+                timeout_graceful_shutdown=drain_timeout_s(settings),
             )
         finally:
             if engine is not None:

@@ -8,6 +8,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.engine_client import EngineClient, RemoteRuntime
 from app.errors import ApiError
@@ -52,23 +53,29 @@ RuntimesDep = Annotated[
 EngineDep = Annotated[EngineClient | None, Depends(get_engine)]
 
 
-def _given_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth is not None:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return request.headers.get("x-api-key")
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="The API key (PLSTM_API_KEY)."
+)
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKey",
+    description="The API key (PLSTM_API_KEY).",
+)
 
 
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    header: Annotated[str | None, Depends(API_KEY_HEADER)],
+) -> None:
     """401 unless the key is configured off or sent as ``Authorization: Bearer <key>`` or
     ``X-API-Key``."""
     if settings.api_key is None:
         return
-    given = _given_key(request)
+    given = bearer.credentials.strip() if bearer is not None else header
     expected = settings.api_key.get_secret_value()
-    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
+    if not given or not secrets.compare_digest(given.encode(), expected.encode()):
         raise ApiError(
             401,
             "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",

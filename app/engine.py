@@ -187,9 +187,10 @@ class EngineServer:
 def hello_meta(
     repository: ModelRepository, runtimes: Mapping[tuple[str, int], ModelRuntime]
 ) -> dict[str, Any]:
-    """The ``HELLO`` meta: this process id and every entry (:func:`entry_meta`)."""
+    """The ``HELLO`` meta: this process id, every entry (:func:`entry_meta`) and the models
+    without versions."""
     entries = [entry_meta(e, (e.name, e.version) in runtimes) for e in repository.entries()]
-    return {"pid": os.getpid(), "entries": entries}
+    return {"pid": os.getpid(), "entries": entries, "unversioned": repository.unversioned()}
 
 
 async def open_engine(

@@ -42,7 +42,8 @@ from app.engine_protocol import (
 from app.errors import ApiError, unavailable
 from app.images import ImageSpec
 from app.inference import Outcome
-from app.repository import UNAVAILABLE, ModelEntry
+from app.model_state import INPUT_SPEC_INVALID, LOAD_FAILED
+from app.repository import ModelEntry
 from models.molecule_features import MolGraph
 
 logger = logging.getLogger(__name__)
@@ -274,9 +275,8 @@ def _entries(metas: list[dict[str, Any]]) -> list[ModelEntry]:
         try:
             entry = entry_from_meta(meta)
         except (TypeError, ValueError, RuntimeError) as exc:
-            logger.error("model %s version %s: %s", meta["name"], meta["version"], exc)
             entry = entry_from_meta({**meta, "loaded": False})
-            entry.state, entry.reason = UNAVAILABLE, f"cannot describe the model: {exc}"
+            entry.mark_unavailable(LOAD_FAILED, f"cannot describe the model: {exc}")
         entries.append(entry)
     return entries
 
@@ -286,7 +286,7 @@ async def _install(app: FastAPI, hello: dict[str, Any]) -> None:
     metas = hello["entries"]
     entries = await asyncio.to_thread(_entries, metas)
     repository: RemoteRepository = app.state.repository
-    repository.set_entries(entries)
+    repository.set_entries(entries, hello.get("unversioned", []))
     timeout = app.state.settings.request_timeout_s + RESULT_GRACE_S
     runtimes: dict[tuple[str, int], RemoteRuntime] = {}
     for entry, meta in zip(entries, metas, strict=True):
@@ -301,7 +301,7 @@ async def _install(app: FastAPI, hello: dict[str, Any]) -> None:
             try:
                 spec = ImageSpec.from_metadata(entry.input_spec, entry.preprocessing, entry.config)
             except ValueError as exc:  # the engine checked it: only a version skew gets here
-                entry.state, entry.reason = UNAVAILABLE, f"unusable input spec: {exc}"
+                entry.mark_unavailable(INPUT_SPEC_INVALID, f"unusable input spec: {exc}")
                 continue
         runtimes[(entry.name, entry.version)] = RemoteRuntime(
             entry, spec, app.state.engine, timeout

@@ -89,11 +89,13 @@ class RemoteRepository(ModelRepository):
     def load_all(self) -> list[ModelEntry]:
         raise RuntimeError("a worker's repository is filled by the engine (set_entries)")
 
-    def set_entries(self, entries: list[ModelEntry]) -> None:
-        """Replace the entries (as :meth:`ModelRepository.load_all` does)."""
+    def set_entries(self, entries: list[ModelEntry], unversioned: list[str]) -> None:
+        """Replace the entries and the models without versions (as
+        :meth:`ModelRepository.load_all` does)."""
         grouped: dict[str, dict[int, ModelEntry]] = {}
         for entry in entries:
             grouped.setdefault(entry.name, {})[entry.version] = entry
         self._entries = {
             name: dict(sorted(versions.items())) for name, versions in sorted(grouped.items())
         }
+        self._unversioned = sorted(unversioned)

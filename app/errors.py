@@ -2,9 +2,10 @@
 
 Bad input never becomes a 500: request validation → 422 naming the field, images → their
 :class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400,
-unknown models → 404, a full queue or a draining server → 503 with ``Retry-After``, a request
-past its timeout → 504. Anything else is a server fault: logged with its traceback, answered
-500 without internals.
+unknown models → 404, a full queue or a draining server → 503 with ``Retry-After`` (transient),
+a model version that cannot load → 503 without ``Retry-After`` and with its ``reason`` class
+(permanent until a restart), a request past its timeout → 504. Anything else is a server fault:
+logged with its traceback, answered 500 without internals.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batching import QueueFull, RequestTimeout, ShuttingDown
 from app.images import ImageError
+from app.model_state import ModelUnavailable
 from app.molecules import InvalidGraph, InvalidTensor
 from app.repository import ModelNotFound
 from app.schemas import LimitExceeded, validation_error_message
+from app.security_headers import security_headers
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc))
 
 
+async def _model_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelUnavailable)
+    return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=503)
+
+
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
 
@@ -91,7 +99,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    # answered outside the middlewares (Starlette's ServerErrorMiddleware): its own headers
+    headers = {k.decode(): v.decode() for k, v in security_headers(request.url.path)}
+    return error_response(500, "internal server error", headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -100,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for cls in (ImageError, InvalidGraph, InvalidTensor, LimitExceeded):
         app.add_exception_handler(cls, _with_status)
     app.add_exception_handler(ModelNotFound, _not_found)
+    app.add_exception_handler(ModelUnavailable, _model_unavailable)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(RequestTimeout, _timeout)

@@ -21,7 +21,8 @@ from app.batching import Batcher
 from app.errors import ApiError
 from app.images import ImageSpec
 from app.metrics import Metrics
-from app.repository import UNAVAILABLE, ModelEntry, ModelRepository
+from app.model_state import INPUT_SPEC_INVALID
+from app.repository import ModelEntry, ModelRepository
 from app.settings import Settings
 from models.molecule_features import MolGraph
 
@@ -131,10 +132,7 @@ def build_runtimes(
             try:
                 spec = ImageSpec.from_metadata(entry.input_spec, entry.preprocessing, entry.config)
             except ValueError as exc:
-                entry.state, entry.reason = UNAVAILABLE, f"unusable input spec: {exc}"
-                logger.error(
-                    "model %s version %d is UNAVAILABLE: %s", entry.name, entry.version, exc
-                )
+                entry.mark_unavailable(INPUT_SPEC_INVALID, f"unusable input spec: {exc}")
                 continue
         runtimes[(entry.name, entry.version)] = ModelRuntime(entry, settings, metrics, spec)
     return runtimes

@@ -3,9 +3,13 @@
 Start-up (lifespan): the model repository is loaded and warmed up in a worker thread (the
 event loop stays free, so ``/v2/health/live`` answers meanwhile), model info and evaluation
 metrics are exported, and every READY version gets a :class:`app.inference.ModelRuntime`
-with its own batcher; then the server reports ready. Shutdown (uvicorn runs it on SIGTERM
-once in-flight requests are done): the server reports not ready and every batcher drains
-(queued work finishes, new work gets 503).
+with its own batcher; then the server reports ready. On SIGTERM (``plstm serve``) new requests
+get 503 until those in flight are answered (:mod:`app.draining`); then uvicorn runs the
+shutdown: the server reports not ready and every batcher drains (queued work finishes, new work
+gets 503).
+
+Every answer carries security headers (:mod:`app.security_headers`); the documentation pages
+and their assets are served from the package (:mod:`app.docs`).
 
 With ``engine_socket`` (process mode, ``PLSTM_ENGINE=process``) the models live in the engine
 process instead: the lifespan is :func:`app.engine_client.engine_lifespan` and the runtimes
@@ -15,6 +19,7 @@ forward requests to the engine's batchers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +28,8 @@ from importlib.metadata import PackageNotFoundError, version
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.docs import install_docs
+from app.draining import Drain, DrainMiddleware, drain_timeout_s, draining_on_signals
 from app.engine_client import EngineClient, RemoteRuntimes, engine_lifespan
 from app.engine_entries import RemoteRepository
 from app.errors import install_error_handlers
@@ -30,8 +37,10 @@ from app.inference import build_runtimes
 from app.logging import RequestIdMiddleware, install_request_id_factory
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.openapi import install_openapi
 from app.repository import ModelRepository
 from app.routes import ops, v1, v2
+from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -46,10 +55,20 @@ def server_version() -> str:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if app.state.engine is not None:
-        async with engine_lifespan(app):
+    models = engine_lifespan(app) if app.state.engine is not None else inline_lifespan(app)
+    async with models:
+        drain = (
+            draining_on_signals(app.state.http_drain, drain_timeout_s(app.state.settings))
+            if app.state.drain_on_signals
+            else contextlib.nullcontext()
+        )
+        with drain:
             yield
-        return
+
+
+@asynccontextmanager
+async def inline_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Loads the models in this process; drains their batchers at shutdown."""
     settings: Settings = app.state.settings
     repository: ModelRepository = app.state.repository
     metrics: Metrics = app.state.metrics
@@ -91,11 +110,13 @@ def create_app(
     *,
     engine_socket: str | None = None,
     engine_pid: int | None = None,
+    drain_on_signals: bool = False,
 ) -> FastAPI:
     """The server app for ``settings`` (default: :func:`app.settings.get_settings`).
     ValueError when the configured device does not exist here. With ``engine_socket`` the
     models run in the engine process (id ``engine_pid``, if known) listening there
-    (:mod:`app.engine`)."""
+    (:mod:`app.engine`). ``drain_on_signals``: SIGTERM / SIGINT drain the HTTP requests
+    before uvicorn sees them (``plstm serve``; :mod:`app.draining`)."""
     settings = get_settings() if settings is None else settings
     install_request_id_factory()
     app = FastAPI(
@@ -104,6 +125,9 @@ def create_app(
         description="Image classification and molecule property prediction with pLSTM "
         "models: a friendly API (/v1) and the Open Inference Protocol v2 (/v2).",
         lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics(engine_families=engine_socket is None)
     app.state.settings = settings
@@ -118,13 +142,20 @@ def create_app(
         app.state.runtimes = RemoteRuntimes(app.state.engine)
     app.state.ready = False
     app.state.draining = False
+    app.state.drain_on_signals = drain_on_signals
+    app.state.http_drain = Drain()
     install_error_handlers(app)
     app.include_router(v1.router)
     app.include_router(v2.router)
     app.include_router(v2.health_router)
     app.include_router(ops.router)
-    # added innermost first: request id (outermost) → metrics → body limit → routes
+    install_docs(app)
+    install_openapi(app)
+    # added innermost first: request id (outermost) → security headers → metrics → drain →
+    # body limit → routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DrainMiddleware, drain=app.state.http_drain)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -5,14 +5,16 @@ A version directory is the checkpoint directory itself (``config.json``, ``model
 without leading zeros; other directory names are skipped with a warning. Every version is
 loaded with :func:`models.checkpoint.load_checkpoint` (which verifies the weights' sha256),
 warmed up on every inference path and then marked READY; any failure marks only that version
-UNAVAILABLE, with the reason, and is logged.
+UNAVAILABLE with a reason class (:mod:`app.model_state`) and logs the details. A model directory
+without any version is kept as a model without versions (reason ``no_versions``).
 
 With ``onnx=True`` (``PLSTM_ONNX``) every loaded version also gets an ONNX Runtime session
 (:func:`attach_onnx`): the export ``model.onnx`` next to the checkpoint is reused when its
 sidecar shows it was made from these weights, else the model is exported there (or, when the
 checkpoint directory is read-only, under :data:`ONNX_CACHE_DIR`); the session is warmed up
 and checked against torch before ``path=onnx`` is offered. Any ONNX failure only leaves the
-version on its torch paths: the reason is logged and kept in ``entry.onnx_error``.
+version on its torch paths: the details are logged, and ``entry.onnx_error`` keeps a summary
+without file paths, which clients may see.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,28 @@ from torch import nn
 
 from app import backends
 from app.cuda_graphs import InferenceGraphs
-from models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_metadata
+from app.model_state import (
+    ARCHITECTURE_UNSUPPORTED,
+    CHECKPOINT_AMBIGUOUS,
+    CHECKPOINT_CORRUPT,
+    CHECKPOINT_MISMATCH,
+    CHECKPOINT_MISSING,
+    CONFIG_INVALID,
+    LOAD_FAILED,
+    NO_VERSIONS,
+    READY,
+    UNAVAILABLE,
+    WARMUP_FAILED,
+    LoadFailure,
+    ModelUnavailable,
+)
+from models import checkpoint as ckpt
+from models.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_metadata,
+)
 from models.graph import GIN, PLSTMGraph
 from models.molecule_features import MolGraph
 from models.onnx_export import DEFAULT_MAX_GRAPH_NODES
@@ -41,14 +65,19 @@ from models.vision import PLSTMVision, ViT
 
 logger = logging.getLogger(__name__)
 
-READY = "READY"
-UNAVAILABLE = "UNAVAILABLE"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WARMUP_GRAPH_NODES = 6
 ONNX_CACHE_DIR = Path(tempfile.gettempdir()) / "plstm-onnx"
 """Where exports go when a checkpoint directory cannot be written (read-only repository)."""
 ONNX_TOLERANCE = 1e-3
 """Largest max-abs difference of ONNX vs torch outputs on the warm-up input."""
+CHECKPOINT_REASONS = {
+    ckpt.MISSING: CHECKPOINT_MISSING,
+    ckpt.INVALID_METADATA: CONFIG_INVALID,
+    ckpt.CORRUPT: CHECKPOINT_CORRUPT,
+    ckpt.MISMATCH: CHECKPOINT_MISMATCH,
+}
+"""The reason class of each :class:`models.checkpoint.CheckpointError` problem."""
 
 
 class ModelNotFound(KeyError):
@@ -67,13 +96,15 @@ class ModelNotFound(KeyError):
 @dataclass(eq=False)
 class ModelEntry:
     """One version of one model. ``model`` is None unless the checkpoint loaded; ``state``
-    is READY only after a successful warm-up."""
+    is READY only after a successful warm-up, else UNAVAILABLE with ``reason`` (a class of
+    :mod:`app.model_state`, shown to clients) and ``detail`` (for the log only)."""
 
     name: str
     version: int
     directory: Path
     state: str = UNAVAILABLE
     reason: str | None = None
+    detail: str | None = None
     architecture: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
@@ -102,6 +133,18 @@ class ModelEntry:
     @property
     def ready(self) -> bool:
         return self.state == READY
+
+    def mark_unavailable(self, reason: str, detail: str) -> None:
+        """UNAVAILABLE for ``reason`` (drops the model); ``detail`` is logged."""
+        self.model = None
+        self.state, self.reason, self.detail = UNAVAILABLE, reason, detail
+        logger.error(
+            "model %s version %d is UNAVAILABLE (%s): %s", self.name, self.version, reason, detail
+        )
+
+    def unavailable(self) -> ModelUnavailable:
+        """The error that answers requests for this version while it is UNAVAILABLE."""
+        return ModelUnavailable(self.name, self.version, self.reason or LOAD_FAILED)
 
     def onnx_status(self) -> dict[str, Any] | None:
         """ONNX state for metadata: None when ONNX is off; else ``available`` and either the
@@ -154,7 +197,7 @@ def _parse_version(name: str) -> int | None:
 
 def _checkpoint_dir(version_dir: Path) -> Path:
     """The checkpoint directory of a version (the version dir itself or its only child that
-    holds a config.json); ValueError saying what is there instead."""
+    holds a config.json); :class:`LoadFailure` saying what is there instead."""
     if (version_dir / CONFIG_FILE).is_file():
         return version_dir
     children = sorted(p for p in version_dir.iterdir() if (p / CONFIG_FILE).is_file())
@@ -162,10 +205,27 @@ def _checkpoint_dir(version_dir: Path) -> Path:
         return children[0]
     if children:
         names = [p.name for p in children]
-        raise ValueError(f"{version_dir}: several checkpoints {names}, expected one")
+        raise LoadFailure(
+            CHECKPOINT_AMBIGUOUS, f"{version_dir}: several checkpoints {names}, expected one"
+        )
     if not any(version_dir.iterdir()):
-        raise ValueError(f"{version_dir}: empty version directory (no checkpoint)")
-    raise ValueError(f"{version_dir}: no checkpoint ({CONFIG_FILE} not found)")
+        raise LoadFailure(
+            CHECKPOINT_MISSING, f"{version_dir}: empty version directory (no checkpoint)"
+        )
+    raise LoadFailure(CHECKPOINT_MISSING, f"{version_dir}: no checkpoint ({CONFIG_FILE} not found)")
+
+
+@contextlib.contextmanager
+def _failing_as(reason: str) -> Iterator[None]:
+    """Turns what a loading step raises into :class:`LoadFailure`: checkpoint errors by their
+    problem (:data:`CHECKPOINT_REASONS`), other ValueError / OSError / RuntimeError as
+    ``reason``."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise LoadFailure(CHECKPOINT_REASONS.get(exc.problem, reason), str(exc)) from exc
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise LoadFailure(reason, str(exc)) from exc
 
 
 def _warmup_image(entry: ModelEntry) -> torch.Tensor:
@@ -235,7 +295,8 @@ def _onnx_agreement(entry: ModelEntry) -> float:
 
 def attach_onnx(entry: ModelEntry, max_graph_nodes: int, cache_dir: Path | None = None) -> bool:
     """Give a loaded ``entry`` its ONNX Runtime session (module docstring); True on success.
-    Never raises: on failure ``entry.onnx_error`` says why and the torch paths stay."""
+    Never raises: on failure the torch paths stay, ``entry.onnx_error`` names the kind of
+    error (the message, which may hold file paths, is logged)."""
     from models.onnx_export import ensure_export
     from models.onnx_runtime import create_session
 
@@ -270,8 +331,14 @@ def attach_onnx(entry: ModelEntry, max_graph_nodes: int, cache_dir: Path | None 
             )
     except Exception as exc:  # an optional path: whatever fails, the model keeps its torch paths
         entry.onnx_session = entry.onnx_export = None
-        entry.onnx_error = f"ONNX unavailable: {type(exc).__name__}: {exc}"
-        logger.warning("model %s version %d: %s", entry.name, entry.version, entry.onnx_error)
+        entry.onnx_error = f"ONNX unavailable: {type(exc).__name__} (see the server log)"
+        logger.warning(
+            "model %s version %d: ONNX unavailable: %s: %s",
+            entry.name,
+            entry.version,
+            type(exc).__name__,
+            exc,
+        )
         return False
     logger.info(
         "model %s version %d: ONNX %s %s on %s",
@@ -309,6 +376,7 @@ class ModelRepository:
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.max_batch_size = max_batch_size
         self._entries: dict[str, dict[int, ModelEntry]] = {}
+        self._unversioned: list[str] = []
 
     def load_all(self) -> list[ModelEntry]:
         """Scan the repository and load every version (replacing what was loaded before).
@@ -316,6 +384,7 @@ class ModelRepository:
         if not self.path.is_dir():
             raise ValueError(f"model repository {self.path} is not a directory")
         entries: dict[str, dict[int, ModelEntry]] = {}
+        unversioned: list[str] = []
         for model_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
             if not MODEL_NAME.match(model_dir.name):
                 logger.warning("skipping %s: not a valid model name", model_dir)
@@ -330,40 +399,23 @@ class ModelRepository:
             if versions:
                 entries[model_dir.name] = dict(sorted(versions.items()))
             else:
-                logger.warning("skipping %s: no version directories", model_dir)
+                logger.error(
+                    "model %s is UNAVAILABLE (%s): %s holds no version directory",
+                    model_dir.name,
+                    NO_VERSIONS,
+                    model_dir,
+                )
+                unversioned.append(model_dir.name)
         self._entries = entries
+        self._unversioned = unversioned
         return self.entries()
 
     def _load(self, name: str, version: int, version_dir: Path) -> ModelEntry:
         entry = ModelEntry(name=name, version=version, directory=version_dir, device=self.device)
         try:
-            directory = _checkpoint_dir(version_dir)
-            entry.directory = directory
-            # fill in what describes the model even when the weights turn out bad
-            with contextlib.suppress(ValueError):
-                entry.architecture = read_checkpoint_metadata(directory)["architecture"]
-            checkpoint = load_checkpoint(directory, device=self.device)
-            entry.architecture = checkpoint.architecture
-            entry.config = dict(checkpoint.model.config)
-            entry.labels = list(checkpoint.labels)
-            entry.input_spec = checkpoint.input_spec
-            entry.preprocessing = checkpoint.preprocessing
-            entry.metrics = checkpoint.metrics
-            entry.weights_sha256 = checkpoint.weights_sha256
-            if entry.kind is None:
-                raise ValueError(f"architecture {entry.architecture!r} cannot be served")
-            entry.model = checkpoint.model
-            if self.cuda_graphs and entry.kind == "image":
-                entry.graphs = InferenceGraphs(max_batch=self.max_batch_size)
-            if self.warmup:
-                warm_up(entry)
-            if self.onnx:
-                attach_onnx(entry, self.onnx_max_graph_nodes)
-        except (ValueError, OSError, RuntimeError) as exc:
-            entry.model = None
-            entry.state = UNAVAILABLE
-            entry.reason = str(exc)
-            logger.error("model %s version %d is UNAVAILABLE: %s", name, version, exc)
+            self._load_into(entry, version_dir)
+        except LoadFailure as exc:
+            entry.mark_unavailable(exc.reason, str(exc))
             return entry
         entry.state = READY
         logger.info(
@@ -371,22 +423,63 @@ class ModelRepository:
         )
         return entry
 
+    def _load_into(self, entry: ModelEntry, version_dir: Path) -> None:
+        """Load, check and warm up the checkpoint of ``version_dir`` into ``entry``;
+        :class:`LoadFailure` naming the reason class otherwise."""
+        with _failing_as(LOAD_FAILED):
+            entry.directory = _checkpoint_dir(version_dir)
+        # fill in what describes the model even when the weights turn out bad
+        with contextlib.suppress(ValueError):
+            entry.architecture = read_checkpoint_metadata(entry.directory)["architecture"]
+        with _failing_as(LOAD_FAILED):
+            checkpoint = load_checkpoint(entry.directory, device=self.device)
+        entry.architecture = checkpoint.architecture
+        entry.config = dict(checkpoint.model.config)
+        entry.labels = list(checkpoint.labels)
+        entry.input_spec = checkpoint.input_spec
+        entry.preprocessing = checkpoint.preprocessing
+        entry.metrics = checkpoint.metrics
+        entry.weights_sha256 = checkpoint.weights_sha256
+        if entry.kind is None:
+            raise LoadFailure(
+                ARCHITECTURE_UNSUPPORTED, f"architecture {entry.architecture!r} cannot be served"
+            )
+        entry.model = checkpoint.model
+        if self.cuda_graphs and entry.kind == "image":
+            entry.graphs = InferenceGraphs(max_batch=self.max_batch_size)
+        if self.warmup:
+            with _failing_as(WARMUP_FAILED):
+                warm_up(entry)
+        if self.onnx:
+            attach_onnx(entry, self.onnx_max_graph_nodes)
+
     def entries(self) -> list[ModelEntry]:
         """Every version of every model, by name then version."""
         return [e for name in sorted(self._entries) for e in self._entries[name].values()]
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Every model, with versions or without (:meth:`unversioned`)."""
+        return sorted([*self._entries, *self._unversioned])
+
+    def unversioned(self) -> list[str]:
+        """The models whose directory holds no version (UNAVAILABLE, ``no_versions``)."""
+        return list(self._unversioned)
 
     def versions(self, name: str) -> list[ModelEntry]:
-        """The versions of ``name``, lowest first; :class:`ModelNotFound` if there is none."""
+        """The versions of ``name``, lowest first (none for an unversioned model);
+        :class:`ModelNotFound` for an unknown model."""
+        if name in self._unversioned:
+            return []
         if name not in self._entries:
             raise ModelNotFound(name)
         return list(self._entries[name].values())
 
     def get(self, name: str, version: int | None = None) -> ModelEntry:
         """Version ``version`` of ``name``; without a version the latest: the highest READY
-        version, or the highest version when none is ready. :class:`ModelNotFound` otherwise."""
+        version, or the highest version when none is ready. :class:`ModelNotFound` for an
+        unknown model or version, :class:`ModelUnavailable` for a model without versions."""
+        if name in self._unversioned:
+            raise ModelUnavailable(name, None, NO_VERSIONS)
         versions = self._entries.get(name)
         if not versions:
             raise ModelNotFound(name)

@@ -29,6 +29,20 @@ from pydantic import (
     model_validator,
 )
 
+UnavailableReason = Literal[
+    "no_versions",
+    "checkpoint_missing",
+    "checkpoint_ambiguous",
+    "config_invalid",
+    "checkpoint_corrupt",
+    "checkpoint_mismatch",
+    "architecture_unsupported",
+    "input_spec_invalid",
+    "warmup_failed",
+    "load_failed",
+]
+"""Why a model version is UNAVAILABLE (:mod:`app.model_state`)."""
+
 PATHS = ("auto", "parallel", "recurrent", "chunkwise", "onnx")
 """Inference paths a client may ask for; ``auto`` lets the server choose."""
 RESIZE_MODES = ("model", "native")
@@ -91,6 +105,11 @@ class ErrorResponse(_Schema):
 
     model_config = _example(error="graphs[2].smiles: invalid SMILES 'C1CC'")
     error: str = Field(description="What went wrong, naming the field or limit at fault.")
+    reason: UnavailableReason | None = Field(
+        default=None,
+        description="Only in the 503 of a model version that cannot serve until the server "
+        "restarts (no Retry-After): why, as a reason class.",
+    )
 
 
 class Timings(_Schema):
@@ -119,6 +138,66 @@ class ImageSize(_Schema):
     width: int = Field(ge=1, description="Width in pixels.")
 
 
+# ---------------------------------------------------------------------------- ops
+
+
+class Liveness(_Schema):
+    """``GET /v2/health/live``."""
+
+    model_config = _example(live=True)
+    live: bool = Field(description="Always true: the server answers.")
+
+
+class Readiness(_Schema):
+    """``GET /v2/health/ready`` when ready (else 503 with an error)."""
+
+    model_config = _example(ready=True)
+    ready: bool = Field(description="Always true: the server takes inference requests.")
+
+
+class VersionState(_Schema):
+    """The state of one model version in ``GET /healthz``."""
+
+    model_config = _example(state="UNAVAILABLE", reason="checkpoint_corrupt")
+    state: Literal["READY", "UNAVAILABLE"] = Field(description="READY or UNAVAILABLE.")
+    reason: UnavailableReason | None = Field(
+        default=None, description="Why it is UNAVAILABLE; null when READY."
+    )
+
+
+class EngineState(_Schema):
+    """The connection of this worker to the inference engine process."""
+
+    model_config = _example(connected=True)
+    connected: bool = Field(description="Whether the engine process is connected.")
+
+
+class Health(_Schema):
+    """``GET /healthz``: liveness with the state of every model version."""
+
+    model_config = _example(
+        status="ok",
+        ready=True,
+        draining=False,
+        engine="inline",
+        models={
+            "arrow-pointing/1": {"state": "READY", "reason": None},
+            "solubility/2": {"state": "UNAVAILABLE", "reason": "checkpoint_corrupt"},
+            "empty": {"state": "UNAVAILABLE", "reason": "no_versions"},
+        },
+    )
+    status: Literal["ok"] = Field(description="Always ok: the server answers.")
+    ready: bool = Field(description="Whether the server takes inference requests.")
+    draining: bool = Field(description="Whether the server is shutting down.")
+    engine: Literal["inline"] | EngineState = Field(
+        description="inline: the models run in this process; else the engine connection."
+    )
+    models: dict[str, VersionState] = Field(
+        description="Every model version as name/version (a model without versions: its "
+        "name alone) with its state."
+    )
+
+
 # ---------------------------------------------------------------------------- /v1 models
 
 
@@ -130,6 +209,8 @@ _MODEL_SUMMARY_EXAMPLE: dict[str, Any] = dict(
     kind="image",
     task="classification",
     labels=["not_pointing", "pointing"],
+    state="READY",
+    reason=None,
     ready=True,
     paths=["parallel", "recurrent", "chunkwise"],
     input={"kind": "image", "height": 96, "width": 96, "patch_size": 8},
@@ -140,24 +221,47 @@ _MODEL_SUMMARY_EXAMPLE: dict[str, Any] = dict(
 
 
 class ModelSummary(_Schema):
-    """One served model version (``GET /v1/models`` items, ``GET /v1/models/{name}``)."""
+    """One model version (``GET /v1/models`` items, ``GET /v1/models/{name}``). An
+    UNAVAILABLE one (listed only) carries its name, versions, state and reason, nothing else."""
 
     model_config = _example(**_MODEL_SUMMARY_EXAMPLE)
     name: str = Field(description="Model name (directory under the model repository).")
-    version: str = Field(description="Version that answers requests without a version.")
-    versions: list[str] = Field(description="All loaded versions of this model.")
-    architecture: str = Field(description="Registry name of the network, e.g. plstm_vis_t.")
-    kind: Literal["image", "graph"] = Field(description="Input kind: images or molecules.")
-    task: Literal["classification", "regression"] = Field(description="Output kind.")
-    labels: list[str] = Field(description="Class names, or regression target names.")
+    version: str | None = Field(
+        description="Version that answers requests without a version; null for a model "
+        "without versions."
+    )
+    versions: list[str] = Field(description="All versions of this model, ready or not.")
+    state: Literal["READY", "UNAVAILABLE"] = Field(
+        description="READY: loaded and warmed up; UNAVAILABLE: cannot serve until the server "
+        "restarts (see reason)."
+    )
+    reason: UnavailableReason | None = Field(
+        default=None, description="Why the version is UNAVAILABLE; null when READY."
+    )
+    architecture: str | None = Field(
+        default=None, description="Registry name of the network, e.g. plstm_vis_t."
+    )
+    kind: Literal["image", "graph"] | None = Field(
+        default=None, description="Input kind: images or molecules."
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        default=None, description="Output kind."
+    )
+    labels: list[str] = Field(
+        default_factory=list, description="Class names, or regression target names."
+    )
     ready: bool = Field(description="Loaded and warmed up; requests are accepted.")
-    paths: list[str] = Field(description="Inference paths this model supports.")
+    paths: list[str] = Field(
+        default_factory=list, description="Inference paths this model supports."
+    )
     input: Any = Field(default=None, description="Input spec recorded by training.")
     preprocessing: Any = Field(default=None, description="Preprocessing recorded by training.")
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Evaluation results recorded in the checkpoint."
     )
-    weights_sha256: str = Field(description="sha256 of the weights file.")
+    weights_sha256: str | None = Field(
+        default=None, description="sha256 of the weights file (identifies the trained weights)."
+    )
     onnx: dict[str, Any] | None = Field(
         default=None,
         description="ONNX Runtime state when PLSTM_ONNX is on: available, and the export's "
@@ -170,7 +274,9 @@ class ModelList(_Schema):
     """``GET /v1/models``."""
 
     model_config = _example(models=[_MODEL_SUMMARY_EXAMPLE])
-    models: list[ModelSummary] = Field(description="Every served model (default versions).")
+    models: list[ModelSummary] = Field(
+        description="Every model of the repository (its default version), ready or not."
+    )
 
 
 class ClassifyResponse(_Schema):
@@ -230,7 +336,22 @@ class GraphInput(_Schema):
             "examples": [
                 {"smiles": "CCO"},
                 {"atoms": ["C", "C", {"element": "O"}], "bonds": [[0, 1, 1], [1, 2, 1]]},
-            ]
+            ],
+            # exactly one form (null stands for absent), as _one_form checks
+            "oneOf": [
+                {
+                    "required": ["smiles"],
+                    "properties": {
+                        "smiles": {"type": "string"},
+                        "atoms": {"type": "null"},
+                        "bonds": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["atoms"],
+                    "properties": {"atoms": {"type": "array"}, "smiles": {"type": "null"}},
+                },
+            ],
         },
     )
     smiles: str | None = Field(
@@ -463,6 +584,10 @@ class ModelReady(_Schema):
     model_config = _example(name="arrow-plstm", ready=True)
     name: str = Field(description="Model name.")
     ready: bool = Field(description="Whether the model accepts inference requests.")
+    reason: UnavailableReason | None = Field(
+        default=None,
+        description="Only for a version that cannot serve until the server restarts: why.",
+    )
 
 
 class RequestInput(_Schema):

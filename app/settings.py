@@ -74,10 +74,48 @@ class Settings(BaseSettings):
     max_graphs_per_request: int = Field(
         64, ge=1, description="Most graphs accepted in one predict request."
     )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request head (request line and header fields) in bytes; larger "
+        "heads get 431 and the connection is closed.",
+    )
+    max_header_count: int = Field(
+        100, ge=1, description="Most header fields in one request (else 431)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request head may take to arrive, from its first byte (else 408 "
+        "and the connection is closed): slow-header (slowloris) clients are cut off.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive, from the end of its head "
+        "(else 408 and the connection is closed).",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        description="Seconds an idle connection (a new one that sends nothing, or a kept-alive "
+        "one between requests) stays open.",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Most open connections (or requests in progress) per worker process; "
+        "beyond it new requests get 503 with Retry-After.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="When set, every request except health and metrics must send it as "
         "'Authorization: Bearer <key>' or 'X-API-Key' (else 401).",
+    )
+    docs_require_api_key: bool = Field(
+        True,
+        description="With an API key set, the documentation (/docs, /redoc, /openapi.json) "
+        "needs it too; false leaves it open.",
     )
     onnx: bool = Field(
         False,

@@ -42,8 +42,22 @@ METRIC_KEYS = ("dataset", "split", "seed")
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+MISSING = "missing"
+INVALID_METADATA = "invalid_metadata"
+CORRUPT = "corrupt"
+MISMATCH = "mismatch"
+
+
 class CheckpointError(ValueError):
-    """A checkpoint directory is incomplete, corrupt or does not match its model."""
+    """A checkpoint directory is incomplete, corrupt or does not match its model. ``problem``
+    says which: :data:`MISSING` (a file or the directory is absent), :data:`INVALID_METADATA`
+    (config.json / metrics.json unreadable or invalid, or a config its architecture cannot be
+    built from), :data:`CORRUPT` (weights that fail their sha256 or cannot be read) or
+    :data:`MISMATCH` (weights that do not fit the architecture)."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -229,26 +243,27 @@ def save_checkpoint(
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing checkpoint file")
+        raise CheckpointError(f"{path}: missing checkpoint file", MISSING)
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
+        raise CheckpointError(f"{path}: unreadable JSON ({exc})", INVALID_METADATA) from None
 
 
 def read_checkpoint_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The validated config.json of a checkpoint, without reading or checking the weights."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a checkpoint directory")
+        raise CheckpointError(f"{directory}: not a checkpoint directory", MISSING)
     path = directory / CONFIG_FILE
     document = _read_json(path)
     if not isinstance(document, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+        raise CheckpointError(f"{path}: expected a JSON object", INVALID_METADATA)
     version = document.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})",
+            INVALID_METADATA,
         )
     for key, kind in (
         ("architecture", str),
@@ -257,7 +272,9 @@ def read_checkpoint_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         ("weights_sha256", str),
     ):
         if not isinstance(document.get(key), kind):
-            raise CheckpointError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
+            raise CheckpointError(
+                f"{path}: field {key!r} is missing or not a {kind.__name__}", INVALID_METADATA
+            )
     return document
 
 
@@ -278,15 +295,18 @@ def load_checkpoint(
     document = read_checkpoint_metadata(directory)
     metrics = _read_json(directory / METRICS_FILE)
     if not isinstance(metrics, dict):
-        raise CheckpointError(f"{directory / METRICS_FILE}: expected a JSON object")
+        raise CheckpointError(
+            f"{directory / METRICS_FILE}: expected a JSON object", INVALID_METADATA
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing checkpoint file")
+        raise CheckpointError(f"{weights}: missing checkpoint file", MISSING)
     actual = file_sha256(weights)
     if actual != document["weights_sha256"]:
         raise CheckpointError(
             f"{weights}: sha256 {actual} does not match {document['weights_sha256']} "
-            f"recorded in {CONFIG_FILE} (corrupt or modified weights)"
+            f"recorded in {CONFIG_FILE} (corrupt or modified weights)",
+            CORRUPT,
         )
 
     architecture = document["architecture"]
@@ -294,12 +314,15 @@ def load_checkpoint(
         model = create_model(architecture, **document["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{directory / CONFIG_FILE}: cannot rebuild {architecture!r}: {exc}"
+            f"{directory / CONFIG_FILE}: cannot rebuild {architecture!r}: {exc}",
+            INVALID_METADATA,
         ) from None
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from None
+        raise CheckpointError(
+            f"{weights}: unreadable safetensors file ({exc})", CORRUPT
+        ) from None
 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -308,13 +331,15 @@ def load_checkpoint(
         raise CheckpointError(
             f"{weights} does not match {architecture!r}: missing keys {missing[:8]}"
             f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
-            f"{' ...' if len(unexpected) > 8 else ''}"
+            f"{' ...' if len(unexpected) > 8 else ''}",
+            MISMATCH,
         )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
             raise CheckpointError(
                 f"{weights}: {key!r} has shape {tuple(tensor.shape)}, the model expects "
-                f"{tuple(expected[key].shape)}"
+                f"{tuple(expected[key].shape)}",
+                MISMATCH,
             )
     model.load_state_dict(state, strict=True)
     model.to(device=device)

@@ -5,35 +5,62 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Query, Request
 
 from app import backends
 from app.errors import ApiError, unavailable
 from app.inference import ModelRuntime
 from app.metrics import Metrics
-from app.repository import ModelEntry, ModelRepository
+from app.repository import MODEL_NAME, ModelEntry, ModelRepository
+
+MAX_VERSION = 2**31 - 1
+ModelName = Annotated[
+    str,
+    Path(
+        description="Model name: a directory of the model repository (GET /v1/models lists "
+        "them); another name answers 404.",
+        json_schema_extra={"pattern": MODEL_NAME.pattern, "maxLength": 255},
+    ),
+]
+VersionQuery = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_VERSION, description="Model version (default: the latest ready one)."),
+]
 
 
 def find_entry(request: Request, name: str, version: int | None = None) -> ModelEntry:
-    """The entry of ``name`` (``version`` or the latest); ModelNotFound (404) otherwise."""
+    """The entry of ``name`` (``version`` or the latest): ModelNotFound (404) for an unknown
+    model or version, ModelUnavailable (503) for a model without versions, 503 with
+    Retry-After while the models are still loading."""
     repository: ModelRepository = request.app.state.repository
+    if not request.app.state.ready and not repository.names():
+        raise unavailable("the server is starting: models are still loading")
     return repository.get(name, version)
+
+
+def find_ready_entry(request: Request, name: str, version: int | None = None) -> ModelEntry:
+    """:func:`find_entry`, and ModelUnavailable (503 naming the reason, no Retry-After) when
+    that version cannot serve."""
+    entry = find_entry(request, name, version)
+    if not entry.ready:
+        raise entry.unavailable()
+    return entry
 
 
 def find_runtime(request: Request, name: str, version: int | None = None) -> ModelRuntime:
     """The runtime answering ``name`` / ``version``: 404 for an unknown model or version, 503
-    while the server starts, drains, or when that version is not ready."""
+    while the server starts or drains (with Retry-After), or when that version cannot serve
+    (without)."""
     if request.app.state.draining:
         raise unavailable("the server is shutting down")
     if not request.app.state.ready:
         raise unavailable("the server is starting: models are still loading")
-    entry = find_entry(request, name, version)
+    entry = find_ready_entry(request, name, version)
     runtime = request.app.state.runtimes.get((entry.name, entry.version))
-    if runtime is None or not entry.ready:
-        raise unavailable(
-            f"model {name!r} version {entry.version} is unavailable: {entry.reason or 'not ready'}"
-        )
+    if runtime is None:  # an engine that is (re)connecting has not sent it yet
+        raise unavailable(f"model {name!r} version {entry.version} is not ready yet")
     return runtime
 
 

@@ -1,17 +1,31 @@
-"""Operations endpoints, open without the API key: Prometheus metrics and a health summary."""
+"""Operations endpoints, open without the API key: Prometheus metrics and a health summary
+(``GET`` and ``HEAD``)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from app.dependencies import EngineDep, MetricsDep, RepositoryDep
+from app.openapi import error_responses
+from app.schemas import EngineState, Health, VersionState
 
 router = APIRouter(tags=["ops"])
 
+PROMETHEUS_TEXT = "text/plain"
 
-@router.get("/metrics", summary="Prometheus metrics (text format)")
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Every plstm_* metric family in the Prometheus text format.",
+            "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+        },
+        **error_responses(431, 503),
+    },
+)
 async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
     body, content_type = metrics.render()
     if engine is not None:  # the batcher and model families are recorded in the engine
@@ -19,20 +33,34 @@ async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/healthz", summary="Liveness with a summary of the models")
-async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep) -> dict[str, Any]:
+@router.head(
+    "/healthz",
+    response_model=None,
+    summary="Liveness, without a body",
+    responses=error_responses(431, 503),
+)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness with the state of every model version",
+    responses=error_responses(431, 503),
+)
+async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep) -> Health:
     state = request.app.state
-    return {
-        "status": "ok",
-        "ready": bool(state.ready and not state.draining and state.runtimes),
-        "draining": bool(state.draining),
-        "engine": (
-            "inline"
-            if engine is None
-            else {"connected": engine.connected, "pid": engine.engine_pid}
-        ),
-        "models": {
-            f"{e.name}/{e.version}": {"state": e.state, "reason": e.reason}
-            for e in repository.entries()
-        },
+    models = {
+        f"{e.name}/{e.version}": VersionState(state=e.state, reason=e.reason)  # type: ignore[arg-type]
+        for e in repository.entries()
     }
+    models.update(
+        {
+            name: VersionState(state="UNAVAILABLE", reason="no_versions")
+            for name in repository.unversioned()
+        }
+    )
+    return Health(
+        status="ok",
+        ready=bool(state.ready and not state.draining and state.runtimes),
+        draining=bool(state.draining),
+        engine="inline" if engine is None else EngineState(connected=engine.connected),
+        models=dict(sorted(models.items())),
+    )

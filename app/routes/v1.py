@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio.to_thread
 import torch
@@ -13,15 +13,23 @@ from starlette.datastructures import UploadFile
 
 from app import backends
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
-from app.errors import ApiError, unavailable
+from app.errors import ApiError
 from app.images import decodes_quickly, load_image
 from app.inference import Outcome
+from app.model_state import NO_VERSIONS
 from app.molecules import graphs_from_request
+from app.openapi import error_responses
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import (
+    ModelName,
+    VersionQuery,
+    find_ready_entry,
+    find_runtime,
+    inflight,
+    resolve_path,
+)
 from app.schemas import (
     ClassifyResponse,
-    ErrorResponse,
     ImageSize,
     ModelList,
     ModelSummary,
@@ -33,13 +41,39 @@ from app.schemas import (
 )
 
 DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 Path = Literal["auto", "parallel", "recurrent", "chunkwise", "onnx"]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
+PathQuery = Annotated[
+    Path,
+    Query(
+        description="Inference path; auto lets the server pick. An explicit path the model "
+        "does not offer (see its paths) answers 422."
+    ),
+]
+BINARY = {"type": "string", "format": "binary"}
+CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image (PNG, JPEG, WebP or BMP): multipart field 'image', or the "
+        "whole body with its image media type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {**BINARY, "description": "The image file."}},
+                    "required": ["image"],
+                },
+                "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
+            },
+            **{media_type: {"schema": BINARY} for media_type in IMAGE_MEDIA_TYPES},
+            "application/octet-stream": {"schema": BINARY},
+        },
+    }
 }
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey])
 
 
 def _task(entry: ModelEntry) -> str:
@@ -51,24 +85,41 @@ def _labels(entry: ModelEntry, count: int) -> list[str]:
 
 
 def model_summary(entry: ModelEntry, versions: list[ModelEntry]) -> ModelSummary:
-    """The ``/v1`` description of ``entry``; 503 when its kind is unknown (not loadable)."""
-    if entry.kind is None:
-        raise unavailable(f"model {entry.name!r} version {entry.version}: {entry.reason}")
+    """The ``/v1`` description of ``entry``; of an UNAVAILABLE one only its name, versions,
+    state and reason."""
+    numbers = [str(v.version) for v in versions]
+    if not entry.ready:
+        return ModelSummary(
+            name=entry.name,
+            version=str(entry.version),
+            versions=numbers,
+            state="UNAVAILABLE",
+            reason=entry.reason,  # type: ignore[arg-type]
+            ready=False,
+        )
     return ModelSummary(
         name=entry.name,
         version=str(entry.version),
-        versions=[str(v.version) for v in versions],
-        architecture=entry.architecture or "",
-        kind=entry.kind,
-        task=_task(entry),
+        versions=numbers,
+        state="READY",
+        architecture=entry.architecture,
+        kind=entry.kind,  # type: ignore[arg-type]
+        task=_task(entry),  # type: ignore[arg-type]
         labels=list(entry.labels),
-        ready=entry.ready,
-        paths=list(backends.model_paths(entry)) if entry.model is not None else [],
+        ready=True,
+        paths=list(backends.model_paths(entry)),
         input=entry.input_spec,
         preprocessing=entry.preprocessing,
         metrics=entry.metrics,
-        weights_sha256=entry.weights_sha256 or "",
+        weights_sha256=entry.weights_sha256,
         onnx=entry.onnx_status(),
+    )
+
+
+def unversioned_summary(name: str) -> ModelSummary:
+    """The ``/v1`` listing of a model whose directory holds no version."""
+    return ModelSummary(
+        name=name, version=None, versions=[], state="UNAVAILABLE", reason=NO_VERSIONS, ready=False
     )
 
 
@@ -92,24 +143,34 @@ def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
     return resolve_path(entry, path, tokens, status=422, field="path")
 
 
-@router.get("/models", response_model=ModelList, summary="List the served models")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    summary="List the models",
+    responses=error_responses(431, 503),
+)
 async def list_models(repository: RepositoryDep) -> ModelList:
-    models = []
-    for name in repository.names():
-        entry = repository.get(name)
-        if entry.kind is not None:
-            models.append(model_summary(entry, repository.versions(name)))
-    return ModelList(models=models)
+    unversioned = set(repository.unversioned())
+    return ModelList(
+        models=[
+            unversioned_summary(name)
+            if name in unversioned
+            else model_summary(repository.get(name), repository.versions(name))
+            for name in repository.names()
+        ]
+    )
 
 
-@router.get("/models/{name}", response_model=ModelSummary, summary="Describe one model")
+@router.get(
+    "/models/{name}",
+    response_model=ModelSummary,
+    summary="Describe one model",
+    responses=error_responses(404, 422, 431, 503),
+)
 async def get_model(
-    request: Request,
-    name: str,
-    repository: RepositoryDep,
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    request: Request, name: ModelName, repository: RepositoryDep, version: VersionQuery = None
 ) -> ModelSummary:
-    return model_summary(find_entry(request, name, version), repository.versions(name))
+    return model_summary(find_ready_entry(request, name, version), repository.versions(name))
 
 
 async def _read_image(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
@@ -133,21 +194,32 @@ async def _read_image(request: Request, max_bytes: int) -> tuple[bytes, str | No
 
 
 @router.post(
-    "/models/{name}/classify", response_model=ClassifyResponse, summary="Classify an image"
+    "/models/{name}/classify",
+    response_model=ClassifyResponse,
+    summary="Classify an image",
+    description="For image models (kind image); a molecule model answers 400.",
+    responses=error_responses(400, 404, 408, 413, 415, 422, 431, 503, 504),
+    openapi_extra=CLASSIFY_BODY,
 )
 async def classify(
     request: Request,
-    name: str,
+    name: ModelName,
     settings: SettingsDep,
-    top_k: Annotated[int | None, Query(ge=1, description="Classes to return (default 5).")] = None,
-    path: Annotated[Path, Query(description="Inference path; auto lets the server pick.")] = (
-        "auto"
-    ),
+    top_k: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_TOP_K,
+            description="Classes to return, most probable first (default 5); at most the "
+            "model's number of classes are returned.",
+        ),
+    ] = None,
+    path: PathQuery = "auto",
     resize: Annotated[
         Literal["model", "native"],
         Query(description="model: resize to the training size; native: pad to the patch grid."),
     ] = "model",
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    version: VersionQuery = None,
 ) -> ClassifyResponse:
     start = time.perf_counter()
     runtime = find_runtime(request, name, version)
@@ -155,8 +227,6 @@ async def classify(
     if entry.kind != "image" or runtime.spec is None:
         raise ApiError(400, f"model {name!r} takes molecules: use POST /v1/models/{name}/predict")
     num_classes = int(entry.config["num_classes"])
-    if top_k is not None and top_k > num_classes:
-        raise ApiError(422, f"top_k: must be between 1 and {num_classes}, got {top_k}")
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
         load = partial(
@@ -172,7 +242,7 @@ async def classify(
         chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
         outcome = await runtime.classify(prepared.tensor, chosen)
     probabilities = outcome.outputs.softmax(-1)
-    k = top_k or min(DEFAULT_TOP_K, num_classes)
+    k = min(top_k or DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
         model=name,
         version=str(entry.version),
@@ -185,16 +255,20 @@ async def classify(
     )
 
 
-@router.post("/models/{name}/predict", response_model=PredictResponse, summary="Predict molecules")
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse,
+    summary="Predict molecules",
+    description="For molecule models (kind graph); an image model answers 400.",
+    responses=error_responses(400, 404, 408, 413, 422, 431, 503, 504),
+)
 async def predict(
     request: Request,
-    name: str,
+    name: ModelName,
     body: PredictRequest,
     settings: SettingsDep,
-    path: Annotated[Path, Query(description="Inference path; auto lets the server pick.")] = (
-        "auto"
-    ),
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    path: PathQuery = "auto",
+    version: VersionQuery = None,
 ) -> PredictResponse:
     start = time.perf_counter()
     runtime = find_runtime(request, name, version)

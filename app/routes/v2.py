@@ -12,38 +12,75 @@ from __future__ import annotations
 import asyncio
 import json
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import torch
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app import backends
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
-from app.errors import ApiError, error_response
+from app.errors import RETRY_AFTER_S, ApiError, error_response
+from app.model_state import ModelUnavailable
 from app.molecules import graphs_from_tensor, images_from_tensor
-from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
-from app.routes.v1 import ERRORS
+from app.openapi import RETRY_AFTER, error_responses, inference_request_body
+from app.repository import ModelEntry, ModelRepository
+from app.routes import (
+    ModelName,
+    find_entry,
+    find_ready_entry,
+    find_runtime,
+    inflight,
+    resolve_path,
+)
 from app.schemas import (
     PATHS,
     InferenceRequest,
     InferenceResponse,
+    Liveness,
     ModelMetadata,
     ModelReady,
+    Readiness,
     ResponseOutput,
     ServerMetadata,
     TensorMetadata,
     validation_error_message,
 )
+from app.settings import Settings
 
 PLATFORM = "pytorch"
 BINARY_HEADER = "inference-header-content-length"
 
-router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[ApiKey], responses=ERRORS)
+VERSION_PATTERN = "^[1-9][0-9]*$"
+router = APIRouter(prefix="/v2", tags=["v2"], dependencies=[ApiKey])
 health_router = APIRouter(prefix="/v2/health", tags=["v2"])
+VersionPath = Annotated[
+    str,
+    Path(
+        description="Model version: a positive integer without leading zeros; another value "
+        "answers 404.",
+        json_schema_extra={"pattern": VERSION_PATTERN, "maxLength": 10},
+    ),
+]
+NOT_READY = {
+    503: {
+        "description": "Not ready: transient (with Retry-After) while the server starts, drains "
+        "or reconnects to its engine; permanent (with a reason) for a version that cannot serve.",
+        "headers": {"Retry-After": RETRY_AFTER},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/ModelReady"},
+                        {"$ref": "#/components/schemas/ErrorResponse"},
+                    ]
+                }
+            }
+        },
+    }
+}
 
 
 def _version(name: str, version: str | None) -> int | None:
@@ -84,51 +121,131 @@ def model_metadata(entry: ModelEntry, versions: list[ModelEntry]) -> ModelMetada
     )
 
 
-@health_router.get("/live", summary="Server liveness")
-async def live() -> dict[str, bool]:
-    return {"live": True}
+@health_router.head(
+    "/live",
+    response_model=None,
+    summary="Server liveness, without a body",
+    responses=error_responses(503),
+)
+@health_router.get(
+    "/live", response_model=Liveness, summary="Server liveness", responses=error_responses(503)
+)
+async def live() -> Liveness:
+    return Liveness(live=True)
 
 
-@health_router.get("/ready", summary="Server readiness", response_model=None)
-async def ready(request: Request) -> dict[str, bool] | JSONResponse:
+@health_router.head(
+    "/ready",
+    response_model=None,
+    summary="Server readiness, without a body",
+    responses=error_responses(503),
+)
+@health_router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Server readiness",
+    responses=error_responses(503),
+)
+async def ready(request: Request) -> Readiness | JSONResponse:
     state = request.app.state
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if state.draining:
-        return error_response(503, "the server is shutting down", {"Retry-After": "1"})
+        return error_response(503, "the server is shutting down", retry)
     if not state.ready:
-        return error_response(503, "the server is starting: models are still loading")
+        return error_response(503, "the server is starting: models are still loading", retry)
     if not state.runtimes:
         return error_response(503, "no model is ready")
-    return {"ready": True}
+    return Readiness(ready=True)
 
 
-@router.get("", response_model=ServerMetadata, summary="Server metadata")
+@router.get(
+    "",
+    response_model=ServerMetadata,
+    summary="Server metadata",
+    responses=error_responses(431, 503),
+)
 async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name="plstm", version=request.app.version, extensions=[])
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, summary="Model metadata")
 @router.get(
-    "/models/{name}/versions/{version}", response_model=ModelMetadata, include_in_schema=False
+    "/models/{name}",
+    response_model=ModelMetadata,
+    summary="Model metadata (latest ready version)",
+    responses=error_responses(404, 431, 503),
 )
-async def metadata(
-    request: Request, name: str, repository: RepositoryDep, version: str | None = None
+async def metadata(request: Request, name: ModelName, repository: RepositoryDep) -> ModelMetadata:
+    return _metadata(request, repository, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    summary="Model metadata of one version",
+    responses=error_responses(404, 431, 503),
+)
+async def version_metadata(
+    request: Request, name: ModelName, version: VersionPath, repository: RepositoryDep
 ) -> ModelMetadata:
-    entry = find_entry(request, name, _version(name, version))
-    if entry.kind is None:
-        raise ApiError(503, f"model {name!r} version {entry.version}: {entry.reason}")
+    return _metadata(request, repository, name, version)
+
+
+def _metadata(
+    request: Request, repository: ModelRepository, name: str, version: str | None
+) -> ModelMetadata:
+    entry = find_ready_entry(request, name, _version(name, version))
     return model_metadata(entry, repository.versions(name))
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady, summary="Model readiness")
-@router.get(
-    "/models/{name}/versions/{version}/ready", response_model=ModelReady, include_in_schema=False
+@router.head(
+    "/models/{name}/ready",
+    response_model=None,
+    summary="Model readiness (latest version), without a body",
+    responses={**error_responses(404, 431), **NOT_READY},
 )
-async def model_ready(request: Request, name: str, version: str | None = None) -> Any:
-    entry = find_entry(request, name, _version(name, version))
-    ok = bool(request.app.state.ready and not request.app.state.draining and entry.ready)
-    ok = ok and (entry.name, entry.version) in request.app.state.runtimes
-    body = ModelReady(name=name, ready=ok).model_dump()
-    return body if ok else JSONResponse(body, status_code=503)
+@router.get(
+    "/models/{name}/ready",
+    response_model=ModelReady,
+    response_model_exclude_none=True,
+    summary="Model readiness (latest version)",
+    responses={**error_responses(404, 431), **NOT_READY},
+)
+async def model_ready(request: Request, name: ModelName) -> Any:
+    return _ready(request, name, None)
+
+
+@router.head(
+    "/models/{name}/versions/{version}/ready",
+    response_model=None,
+    summary="Model readiness of one version, without a body",
+    responses={**error_responses(404, 431), **NOT_READY},
+)
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_model=ModelReady,
+    response_model_exclude_none=True,
+    summary="Model readiness of one version",
+    responses={**error_responses(404, 431), **NOT_READY},
+)
+async def version_ready(request: Request, name: ModelName, version: VersionPath) -> Any:
+    return _ready(request, name, version)
+
+
+def _ready(request: Request, name: str, version: str | None) -> Any:
+    try:
+        entry = find_entry(request, name, _version(name, version))
+    except ModelUnavailable as exc:
+        return JSONResponse(
+            ModelReady(name=name, ready=False, reason=exc.reason).model_dump(exclude_none=True), 503
+        )
+    if not entry.ready:
+        body = ModelReady(name=name, ready=False, reason=entry.reason)  # type: ignore[arg-type]
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+    state = request.app.state
+    ok = bool(state.ready and not state.draining and (entry.name, entry.version) in state.runtimes)
+    body = ModelReady(name=name, ready=ok).model_dump(exclude_none=True)
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    return body if ok else JSONResponse(body, status_code=503, headers=retry)
 
 
 async def _parse(request: Request) -> InferenceRequest:
@@ -159,14 +276,37 @@ def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
     return resolve_path(entry, path, tokens, status=400, field="parameters.path")
 
 
-@router.post("/models/{name}/infer", response_model=InferenceResponse, summary="Inference")
+INFER_ERRORS = error_responses(400, 404, 408, 413, 422, 431, 503, 504)
+
+
+@router.post(
+    "/models/{name}/infer",
+    response_model=InferenceResponse,
+    summary="Inference (latest ready version)",
+    description="Image models take one input 'images', molecule models one input 'smiles' "
+    "(GET /v2/models/{name} names them); other inputs answer 400.",
+    responses=INFER_ERRORS,
+    openapi_extra=inference_request_body(),
+)
+async def infer(request: Request, name: ModelName, settings: SettingsDep) -> InferenceResponse:
+    return await _infer(request, name, None, settings)
+
+
 @router.post(
     "/models/{name}/versions/{version}/infer",
     response_model=InferenceResponse,
-    include_in_schema=False,
+    summary="Inference on one version",
+    responses=INFER_ERRORS,
+    openapi_extra=inference_request_body(),
 )
-async def infer(
-    request: Request, name: str, settings: SettingsDep, version: str | None = None
+async def version_infer(
+    request: Request, name: ModelName, version: VersionPath, settings: SettingsDep
+) -> InferenceResponse:
+    return await _infer(request, name, version, settings)
+
+
+async def _infer(
+    request: Request, name: str, version: str | None, settings: Settings
 ) -> InferenceResponse:
     runtime = find_runtime(request, name, _version(name, version))
     entry = runtime.entry

@@ -86,6 +86,15 @@ def _log_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _engine_pid(log_path: Path) -> int:
+    """The engine's process id, as a worker logged it when it connected."""
+    for record in _log_records(log_path):
+        message = record.get("message", "")
+        if message.startswith("connected to the inference engine (pid "):
+            return int(message.removeprefix("connected to the inference engine (pid ")[:-1])
+    raise AssertionError("no worker logged its engine connection")
+
+
 @contextlib.contextmanager
 def serving(repo: Path, log_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """The server with two workers and an engine, both workers connected; killed (with every
@@ -222,7 +231,7 @@ def test_sigterm_drains_one_batch_of_both_workers(repo: Path, tmp_path: Path) ->
     # a batch of `count` then waits up to 2 s: the test sees them all queued before SIGTERM
     with serving(repo, log_path, PLSTM_MAX_DELAY_MS="2000") as (base, proc):
         started = _descendants(proc.pid)
-        engine_pid = httpx.get(f"{base}/healthz").json()["engine"]["pid"]
+        engine_pid = _engine_pid(log_path)
         assert engine_pid in started and len(started) >= 3
 
         def depth() -> float:
@@ -254,7 +263,7 @@ def test_engine_death_answers_503_and_exits_1(repo: Path, tmp_path: Path) -> Non
     log_path = tmp_path / "server.log"
     with serving(repo, log_path) as (base, proc):
         started = _descendants(proc.pid)
-        engine_pid = httpx.get(f"{base}/healthz").json()["engine"]["pid"]
+        engine_pid = _engine_pid(log_path)
         os.kill(engine_pid, signal.SIGKILL)
 
         def both_unready() -> bool:  # fresh connections: either worker may answer

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from app import backends
+from app import backends, model_state
+from app.model_state import ModelUnavailable
 from app.repository import READY, UNAVAILABLE, ModelNotFound, ModelRepository, resolve_device
-from models.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from models.molecule_features import (
     NUM_EDGE_FEATURES,
     NUM_NODE_FEATURES,
@@ -76,6 +79,22 @@ def repo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(nan_model, root / "nan" / "1", name="gin", labels=["a", "b", "c"])
     (root / "vis" / "latest").mkdir()  # not a version: skipped
     (root / "vis" / "007").mkdir()  # leading zeros: skipped
+    # every other way a version fails to load
+    ambiguous = _save(root, "ambiguous", 1, "gin", 10, dim=16, depth=2, num_classes=3, **GRAPH)
+    for copy in ("a", "b"):
+        shutil.copytree(ambiguous, ambiguous / copy)
+    for file in ambiguous.iterdir():
+        if file.is_file():
+            file.unlink()
+    bad_json = _save(root, "badjson", 1, "gin", 11, dim=16, depth=2, num_classes=3, **GRAPH)
+    (bad_json / CONFIG_FILE).write_text("{not json")
+    mismatch = _save(root, "mismatch", 1, "gin", 12, dim=16, depth=2, num_classes=3, **GRAPH)
+    document = json.loads((mismatch / CONFIG_FILE).read_text())
+    document["config"]["num_classes"] = 5  # the weights hold 3 classes
+    (mismatch / CONFIG_FILE).write_text(json.dumps(document))
+    no_weights = _save(root, "noweights", 1, "gin", 13, dim=16, depth=2, num_classes=3, **GRAPH)
+    (no_weights / WEIGHTS_FILE).unlink()
+    (root / "empty" / "latest").mkdir(parents=True)  # a model without any version
     return root
 
 
@@ -86,32 +105,61 @@ def repo(repo_root: Path) -> ModelRepository:
     return repository
 
 
-def test_states_and_reasons(repo: ModelRepository) -> None:
-    states = {(e.name, e.version): (e.state, e.reason) for e in repo.entries()}
-    ready = {k for k, (s, _) in states.items() if s == READY}
+def test_ready_versions(repo: ModelRepository) -> None:
+    ready = {(e.name, e.version) for e in repo.entries() if e.state == READY}
     assert ready == {("vis", 1), ("vis", 2), ("vit", 1), ("mol", 1), ("gin", 1), ("nested", 1)}
-    assert "sha256" in states[("mol", 2)][1] and "corrupt" in states[("mol", 2)][1]
-    assert states[("broken", 1)][0] == UNAVAILABLE and "sha256" in states[("broken", 1)][1]
-    assert states[("broken", 2)] == (
-        UNAVAILABLE,
-        f"{repo.path / 'broken' / '2'}: empty version directory (no checkpoint)",
-    )
-    assert states[("nan", 1)] == (
-        UNAVAILABLE,
-        "warm-up on path 'parallel' gave non-finite outputs",
-    )
-    assert repo.names() == ["broken", "gin", "mol", "nan", "nested", "vis", "vit"]
-    assert [e.version for e in repo.versions("vis")] == [1, 2]
     for entry in repo.entries():
         assert (entry.model is None) == (entry.state == UNAVAILABLE)
+        assert (entry.reason is None) == (entry.state == READY)
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "reason", "detail"),
+    [
+        ("mol", 2, model_state.CHECKPOINT_CORRUPT, "sha256"),
+        ("broken", 1, model_state.CHECKPOINT_CORRUPT, "sha256"),
+        ("broken", 2, model_state.CHECKPOINT_MISSING, "empty version directory (no checkpoint)"),
+        ("nan", 1, model_state.WARMUP_FAILED, "warm-up on path 'parallel' gave non-finite"),
+        ("ambiguous", 1, model_state.CHECKPOINT_AMBIGUOUS, "several checkpoints ['a', 'b']"),
+        ("badjson", 1, model_state.CONFIG_INVALID, "unreadable JSON"),
+        ("mismatch", 1, model_state.CHECKPOINT_MISMATCH, "has shape (3,)"),
+        ("noweights", 1, model_state.CHECKPOINT_MISSING, "model.safetensors: missing"),
+    ],
+)
+def test_unavailable_reason_class(
+    repo: ModelRepository, name: str, version: int, reason: str, detail: str
+) -> None:
+    entry = repo.get(name, version)
+    assert (entry.state, entry.reason) == (UNAVAILABLE, reason)
+    assert detail in entry.detail
+    assert str(entry.unavailable()) == f"model {name!r} version {version} is unavailable: {reason}"
+
+
+def test_unsupported_architecture(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.repository.architecture_kind", lambda architecture: None)
+    repository = ModelRepository(repo_root, warmup=False)
+    repository.load_all()
+    entry = repository.get("vit", 1)
+    assert entry.reason == model_state.ARCHITECTURE_UNSUPPORTED
+    assert entry.detail == "architecture 'vit_t' cannot be served"
+
+
+def test_a_model_without_versions(repo: ModelRepository) -> None:
+    assert repo.unversioned() == ["empty"]
+    assert "empty" in repo.names() and repo.versions("empty") == []
+    with pytest.raises(ModelUnavailable, match="model 'empty' is unavailable: no_versions"):
+        repo.get("empty")
 
 
 def test_failures_are_logged(repo_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="app.repository"):
         ModelRepository(repo_root, warmup=False).load_all()
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 3  # without warm-up the NaN model is not caught
-    assert any("mol version 2 is UNAVAILABLE" in m and "sha256" in m for m in errors)
+    assert len(errors) == 8  # without warm-up the NaN model is not caught
+    assert any(
+        "mol version 2 is UNAVAILABLE (checkpoint_corrupt)" in m and "sha256" in m for m in errors
+    )
+    assert any("empty is UNAVAILABLE (no_versions)" in m for m in errors)
     assert any("007" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
@@ -142,6 +190,24 @@ def test_not_found(repo: ModelRepository) -> None:
         repo.get("vis", 9)
     with pytest.raises(KeyError):
         repo.versions("nope")
+
+
+def test_names(repo: ModelRepository) -> None:
+    assert repo.names() == [
+        "ambiguous",
+        "badjson",
+        "broken",
+        "empty",
+        "gin",
+        "mismatch",
+        "mol",
+        "nan",
+        "nested",
+        "noweights",
+        "vis",
+        "vit",
+    ]
+    assert [e.version for e in repo.versions("vis")] == [1, 2]
 
 
 def test_bad_repository_and_device(tmp_path: Path) -> None:

@@ -199,4 +199,4 @@ def test_error_locations():
     errors = [{"loc": ("graphs", i), "msg": f"Value error, bad {i}"} for i in range(7)]
     message = validation_error_message(errors, limit=2)
     assert message == "graphs[0]: bad 0; graphs[1]: bad 1; ... and 5 more"
-    assert schemas.ErrorResponse(error=message).model_dump() == {"error": message}
+    assert schemas.ErrorResponse(error=message).model_dump(exclude_none=True) == {"error": message}

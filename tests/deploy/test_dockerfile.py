@@ -256,6 +256,9 @@ def test_build_context_holds_the_project() -> None:
     if shipped.is_dir():  # the Dockerfile's build fails without it
         for path in shipped.rglob("*"):
             assert str(path.relative_to(ROOT)) in included, path
+    # the documentation pages' assets (app/docs.py): the image serves them, no CDN
+    for path in (ROOT / "app" / "static").rglob("*"):
+        assert str(path.relative_to(ROOT)) in included, path
     assert not any("__pycache__" in p or p.startswith(".venv/") for p in included)
 
 

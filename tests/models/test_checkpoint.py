@@ -21,6 +21,7 @@ from models import (
     LoadedCheckpoint,
     PLSTMVision,
     ViT,
+    checkpoint,
     create_model,
     list_models,
     load_checkpoint,
@@ -134,16 +135,18 @@ def test_tampered_weights_are_detected(vision_checkpoint) -> None:
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # one bit of the last tensor's data: still a loadable file
     weights.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 .* does not match"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 .* does not match") as e:
         load_checkpoint(directory)
+    assert e.value.problem == checkpoint.CORRUPT
 
 
 @pytest.mark.parametrize("filename", ["model.safetensors", "config.json", "metrics.json"])
 def test_missing_file(vision_checkpoint, filename: str) -> None:
     _, directory = vision_checkpoint
     (directory / filename).unlink()
-    with pytest.raises(CheckpointError, match=rf"{filename}: missing checkpoint file"):
+    with pytest.raises(CheckpointError, match=rf"{filename}: missing checkpoint file") as e:
         load_checkpoint(directory)
+    assert e.value.problem == checkpoint.MISSING
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -175,8 +178,9 @@ def test_strict_keys(vision_checkpoint) -> None:
 
     wrong = dict(state, **{"head.bias": torch.zeros(7)})
     _rewrite_weights(directory, wrong)
-    with pytest.raises(CheckpointError, match=r"'head\.bias' has shape \(7,\)"):
+    with pytest.raises(CheckpointError, match=r"'head\.bias' has shape \(7,\)") as e:
         load_checkpoint(directory)
+    assert e.value.problem == checkpoint.MISMATCH
 
 
 def test_bad_config_json(vision_checkpoint) -> None:
@@ -187,8 +191,9 @@ def test_bad_config_json(vision_checkpoint) -> None:
     with pytest.raises(CheckpointError, match="format_version 2 is not supported"):
         load_checkpoint(directory)
     path.write_text(json.dumps({**document, "architecture": "plstm_vis_xl"}))
-    with pytest.raises(CheckpointError, match="cannot rebuild 'plstm_vis_xl'"):
+    with pytest.raises(CheckpointError, match="cannot rebuild 'plstm_vis_xl'") as e:
         load_checkpoint(directory)
+    assert e.value.problem == checkpoint.INVALID_METADATA
     path.write_text(json.dumps({**document, "config": {**document["config"], "widht": 3}}))
     with pytest.raises(CheckpointError, match="widht"):
         load_checkpoint(directory)
