@@ -12,13 +12,20 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from app import backends
+from app.decoder_pool import run_heavy
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, unavailable
 from app.images import decodes_quickly, load_image
 from app.inference import Outcome
-from app.molecules import graphs_from_request
+from app.molecules import (
+    INLINE_MOLECULE_WORK,
+    check_request,
+    graphs_from_request,
+    molecule_limits,
+)
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import find_entry, find_runtime, finite_outputs, inflight, resolve_path
+from app.routes.decoded_body import DecodedBodyRoute
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -39,7 +46,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
 }
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey], responses=ERRORS)
+router = APIRouter(
+    prefix="/v1",
+    tags=["v1"],
+    dependencies=[ApiKey],
+    responses=ERRORS,
+    route_class=DecodedBodyRoute,
+)
 
 
 def _task(entry: ModelEntry) -> str:
@@ -171,7 +184,7 @@ async def classify(
         height, width = prepared.size
         chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
         outcome = await runtime.classify(prepared.tensor, chosen)
-    probabilities = outcome.outputs.softmax(-1)
+    probabilities = finite_outputs(outcome.outputs, name).softmax(-1)
     k = top_k or min(DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
         model=name,
@@ -202,18 +215,15 @@ async def predict(
     if entry.kind != "graph":
         raise ApiError(400, f"model {name!r} takes images: use POST /v1/models/{name}/classify")
     with inflight(request, name):
-        graphs = await anyio.to_thread.run_sync(
-            partial(
-                graphs_from_request,
-                body,
-                max_graphs=settings.max_graphs_per_request,
-                max_atoms=settings.max_atoms,
-            )
+        limits = molecule_limits(settings)
+        work = await anyio.to_thread.run_sync(check_request, body, limits)
+        graphs = await run_heavy(
+            graphs_from_request, body, limits, heavy=work > INLINE_MOLECULE_WORK
         )
         chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
         outcome = await runtime.predict(graphs, chosen)
     task = _task(entry)
-    outputs = outcome.outputs
+    outputs = finite_outputs(outcome.outputs, name)
     labels = _labels(entry, outputs.shape[1])
     results = []
     for g, (graph, row) in enumerate(zip(graphs, outputs, strict=True)):
