@@ -17,6 +17,7 @@ only the calls it was running (503) and is replaced on the next call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -86,12 +87,13 @@ class _Worker:
         return answer
 
     def close(self) -> None:
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # unflushed bytes to a dead process
+                    stream.close()
 
 
 class DecoderPool:

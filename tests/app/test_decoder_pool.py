@@ -42,6 +42,7 @@ def test_a_dead_worker_fails_its_call_and_is_replaced(pool: DecoderPool) -> None
     asyncio.run(pool.run(decode_infer_request, body))  # a worker is now idle
     (worker,) = pool._idle
     worker.process.kill()
+    worker.process.wait()  # dead before the call: writing to it fails
     with pytest.raises(DecoderFailed, match="decoder process failed on this request"):
         asyncio.run(pool.run(decode_infer_request, body))
     assert asyncio.run(pool.run(decode_infer_request, body)).inputs[0].values.tolist() == [1.0]
