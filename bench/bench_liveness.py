@@ -25,7 +25,10 @@ previous answer plus the interval), so a stalled server delays it in full. Cases
   ``infer-deep`` (a body nested 10,000 levels), ``infer-3e38`` (a 15 MB body of FP32 values
   3e38), ``infer-nan`` (the same with NaN).
 
-After each case the next waits until liveness answers again. A markdown table goes to stdout
+After each case the next waits until liveness answers again. Then (unless
+``--no-strategies``) the two costliest legal decodings run in this process on its event loop,
+in a worker thread and in a decoder process, to show where the GIL is held (this part imports
+the server's code from this repository). A markdown table goes to stdout
 and ``<out>/liveness.md``, every number to ``<out>/liveness.json`` and the server's log to
 ``<out>/server.log``; ``<out>`` is ``--out``, else ``$OUT``, else ``./bench_out``.
 """
@@ -33,6 +36,7 @@ and ``<out>/liveness.md``, every number to ``<out>/liveness.json`` and the serve
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as _dt
 import json
 import os
@@ -43,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,8 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
 MAX_BODY = 16 * 1024 * 1024
 ARROW = "arrow-pointing"
 SOLUBILITY = "solubility"
@@ -266,6 +272,66 @@ def run_case(url: str, case: Case | None, args: argparse.Namespace) -> dict[str,
     }
 
 
+async def _loop_delay_during(work: Callable[[], Awaitable[Any]], probe_s: float) -> float:
+    """Worst delay (s) of a coroutine that wakes every ``probe_s`` while ``work`` runs."""
+    task = asyncio.ensure_future(work())
+    worst, due = 0.0, time.perf_counter()
+    while not task.done():
+        await asyncio.sleep(0)
+        worst = max(worst, time.perf_counter() - due)
+        due = time.perf_counter() + probe_s
+        await asyncio.sleep(probe_s)
+    await task
+    return worst
+
+
+def compare_strategies(probe_s: float) -> list[dict[str, Any]]:
+    """The two costliest legal decodings (``infer-largest``'s body, ``predict-cage``'s
+    molecule) on this process's event loop, in a worker thread and in a decoder process:
+    seconds and the worst event-loop delay. JSON parsing, pydantic and RDKit hold the GIL for
+    a whole call, so the thread frees the loop no better than running inline."""
+    import anyio.to_thread
+
+    from app.body_decoding import decode_infer_request
+    from app.decoder_pool import decoder_pool
+    from app.molecules import graphs_from_request
+    from app.schemas import MoleculeLimits, PredictRequest
+
+    body = _images_body(None)
+    request = PredictRequest.model_validate({"graphs": [_cage(7, 7, 10)]})
+    limits = MoleculeLimits.derived(64, 500)
+    pool = decoder_pool()
+
+    async def inline() -> Any:
+        return decode_infer_request(body)
+
+    strategies = [
+        ("infer-largest", "event loop", inline),
+        ("infer-largest", "worker thread",
+         lambda: anyio.to_thread.run_sync(decode_infer_request, body)),
+        ("infer-largest", "decoder process", lambda: pool.run(decode_infer_request, body)),
+        ("predict-cage", "worker thread",
+         lambda: anyio.to_thread.run_sync(graphs_from_request, request, limits)),
+        ("predict-cage", "decoder process", lambda: pool.run(graphs_from_request, request, limits)),
+    ]  # fmt: skip
+
+    async def run() -> list[dict[str, Any]]:
+        await pool.run(graphs_from_request, request, limits)  # start it, load RDKit and torch
+        rows = []
+        for case, where, work in strategies:
+            start = time.perf_counter()
+            worst = await _loop_delay_during(work, probe_s)
+            rows.append({
+                "case": case,
+                "decoded_in": where,
+                "seconds": round(time.perf_counter() - start, 3),
+                "worst_loop_delay_ms": round(1000 * worst, 1),
+            })  # fmt: skip
+        return rows
+
+    return asyncio.run(run())
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -280,6 +346,19 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def strategies_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| decoding of | in | seconds | worst event-loop delay ms |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['decoded_in']} | {r['seconds']:.2f} | "
+            f"{r['worst_loop_delay_ms']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -329,6 +408,9 @@ def main() -> int:
     parser.add_argument("--request-timeout-s", type=float, default=120.0)
     parser.add_argument("--start-timeout-s", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--no-strategies", action="store_true", help="skip the in-process decoding comparison"
+    )
     args = parser.parse_args()
     out = args.out or Path(os.environ.get("OUT", "bench_out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -353,9 +435,16 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
     text = markdown(rows, meta)
+    strategies = [] if args.no_strategies else compare_strategies(args.probe_ms / 1000)
+    if strategies:
+        text += (
+            "\nWhere the decoding runs (`compare_strategies`, in the benchmark's own process: a "
+            f"coroutine waking every {args.probe_ms:g} ms stands for the event loop):\n\n"
+        ) + strategies_markdown(strategies)
     print(text)
     (out / "liveness.md").write_text(text)
-    (out / "liveness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    document = {"meta": meta, "rows": rows, "strategies": strategies}
+    (out / "liveness.json").write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 
