@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -365,3 +366,36 @@ def test_bad_input_gets_its_error_quickly(client: TestClient, case: Case) -> Non
     assert set(body) == {"error"} and case.error in body["error"], body
     assert seconds < CASE_SECONDS
     assert client.get("/v2/health/live").json() == {"live": True}
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "body", "headers"),
+    [
+        ("vis", INFER_IMAGES, _images(PIXELS), JSON),
+        ("vis", CLASSIFY, png_bytes(IMG, IMG, seed=9), PNG),
+        ("mol", PREDICT, _graphs({"smiles": "CCO"}), JSON),
+        ("mol", INFER_SMILES, _smiles("CCO"), JSON),
+    ],
+)
+def test_non_finite_model_outputs_are_a_422(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+) -> None:
+    network = client.app.state.repository.get(model).model
+    classes = 2 if model == "vis" else 3
+
+    def nan_forward(x: torch.Tensor, *args: Any, num_graphs: int = 1, **kwargs: Any) -> Any:
+        rows = x.shape[0] if model == "vis" else num_graphs
+        return torch.full((rows, classes), float("nan"))
+
+    monkeypatch.setattr(network, "forward", nan_forward)
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "error": f"model {model!r} gave non-finite outputs (NaN or infinity) for this input; "
+        "its values are likely far outside what the model was trained on"
+    }

@@ -14,6 +14,7 @@ from app.images import ImageSpec, ImageTooLarge, load_image
 from app.molecules import (
     InvalidGraph,
     InvalidTensor,
+    InvalidTensorValue,
     featurize_input,
     graphs_from_request,
     graphs_from_tensor,
@@ -158,6 +159,24 @@ def test_fp32_tensor_is_model_input_unchanged():
     values = rng.random((1, 3, 8, 16)).astype(np.float32)
     out = images_from_tensor(_pixel_tensor(values, "FP32", "NHWC"), SPEC)
     torch.testing.assert_close(out, torch.from_numpy(values))
+
+
+@pytest.mark.parametrize(
+    ("value", "index"), [(3e38, 0), (-1.0, 0), (1.01, 0), (0.5, None), (1.0005, None)]
+)
+def test_fp32_values_must_be_in_the_model_input_range(value: float, index: int | None):
+    values = np.full((1, 3, 8, 8), 0.5, dtype=np.float32)
+    values[0, 0, 0, 0] = value
+    tensor = _pixel_tensor(values, "FP32")
+    if index is None:  # inside the range, or outside by less than the rounding slack
+        assert images_from_tensor(tensor, SPEC).shape == (1, 3, 8, 8)
+        return
+    with pytest.raises(InvalidTensorValue) as err:
+        images_from_tensor(tensor, SPEC)
+    assert err.value.status_code == 422
+    assert err.value.message == (
+        f"input 'images': data[{index}] = {value:.7g} is outside the model's input range [0, 1]"
+    )
 
 
 def test_image_tensor_errors():
