@@ -363,8 +363,8 @@ def strategies_markdown(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "| case | request | body | status | request s | probes | live p50 ms | live max ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | request | body | status | request s | probes | live p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         size = f"{r['body_bytes'] / 2**20:.1f} MiB" if r["body_bytes"] >= 2**20 else (
@@ -372,7 +372,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {r['case']} | {r['what']} | {size} | {r['status']} | {r['request_s']:.2f} | "
-            f"{r['probes']} | {r['live_p50_ms']:.1f} | {r['live_max_ms']:.1f} |"
+            f"{r['probes']} | {r['live_p50_ms']:.1f} | {r['live_p99_ms']:.1f} | "
+            f"{r['live_max_ms']:.1f} |"
         )
     header = (
         f"Liveness while one request is handled: `{meta['command']}`\n\n"
