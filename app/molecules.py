@@ -106,18 +106,15 @@ def _check_counts(mol: Chem.Mol, where: str, limits: MoleculeLimits) -> MolSize:
         if problem is not None:
             raise InvalidGraph(f"{where}: {problem}")
     size = mol_size(mol)
-    for problem in (limits.heavy_atoms_problem(size.heavy_atoms), limits.atoms_problem(size.atoms)):
+    problems = (
+        limits.heavy_atoms_problem(size.heavy_atoms),
+        limits.atoms_problem(size.atoms),
+        limits.nodes_problem(size.nodes),
+    )
+    for problem in problems:
         if problem is not None:
             raise InvalidGraph(f"{where}: {problem}")
     return size
-
-
-def _check_nodes(graph: MolGraph, where: str, limits: MoleculeLimits) -> MolGraph:
-    """Hydrogen atoms without a bond stay nodes: the graph itself must fit too."""
-    problem = limits.heavy_atoms_problem(graph.num_nodes)
-    if problem is not None:
-        raise InvalidGraph(f"{where}: {problem}")
-    return graph
 
 
 def _graph_error(where: str, exc: ValueError) -> InvalidGraph:
@@ -156,18 +153,14 @@ def featurize_input(
     limits = limits or MoleculeLimits()
     mol, _ = _parsed(graph, where, limits)
     if graph.smiles is not None:
-        field = f"{where}.smiles"
         try:
-            result = smiles_mol_graph(mol, graph.smiles)
+            return smiles_mol_graph(mol, graph.smiles)
         except ValueError as exc:
-            raise InvalidGraph(f"{field}: {exc}") from None
-    else:
-        field = f"{where}.atoms"
-        try:
-            result = built_mol_graph(mol)
-        except ValueError as exc:
-            raise _graph_error(where, exc) from None
-    return _check_nodes(result, field, limits)
+            raise InvalidGraph(f"{where}.smiles: {exc}") from None
+    try:
+        return built_mol_graph(mol)
+    except ValueError as exc:
+        raise _graph_error(where, exc) from None
 
 
 def _request_limits(request: PredictRequest, limits: MoleculeLimits) -> None:

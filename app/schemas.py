@@ -164,6 +164,17 @@ class MoleculeLimits:
             return f"{count} heavy atoms exceed the limit of {self.max_atoms} per graph"
         return None
 
+    def nodes_problem(self, count: int) -> str | None:
+        """Atoms a molecule keeps as graph nodes: heavy atoms and the hydrogens RDKit keeps as
+        atoms (isotopes, unbonded)."""
+        if self.max_atoms is not None and count > self.max_atoms:
+            return (
+                f"{count} atoms would stay graph nodes (heavy atoms and hydrogens kept as "
+                f"atoms: isotopes such as [2H], unbonded ones), more than the limit of "
+                f"{self.max_atoms} per graph"
+            )
+        return None
+
     def atoms_problem(self, count: int) -> str | None:
         """Atoms including hydrogens."""
         limit = self.max_atoms_with_hydrogens

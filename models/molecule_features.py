@@ -191,12 +191,15 @@ def _sanitized_without_hs(mol: Chem.Mol) -> Chem.Mol:
 @dataclass(frozen=True)
 class MolSize:
     """What an unsanitized molecule holds: ``heavy_atoms`` (every atom but hydrogen),
-    ``hydrogens`` (hydrogen atoms plus the H counts of the other atoms, implicit ones included)
-    and ``bonds``."""
+    ``hydrogens`` (hydrogen atoms plus the H counts of the other atoms, implicit ones
+    included), ``bonds``, and ``nodes``: the atoms its :class:`MolGraph` will have, i.e. the
+    heavy atoms and the hydrogen atoms that ``Chem.RemoveHs`` keeps (isotopes such as ``[2H]``,
+    unbonded ones)."""
 
     heavy_atoms: int
     hydrogens: int
     bonds: int
+    nodes: int
 
     @property
     def atoms(self) -> int:
@@ -207,7 +210,8 @@ class MolSize:
 def mol_size(mol: Chem.Mol) -> MolSize:
     """Counts of a molecule from :func:`parse_smiles` or :func:`build_mol`, in time linear in
     its atoms (valences only, no ring perception). Implicit hydrogens are those RDKit would add
-    to fill each atom's default valence."""
+    to fill each atom's default valence. ``nodes`` is all atoms when RDKit cannot remove the
+    hydrogens of this (invalid) molecule."""
     mol.UpdatePropertyCache(strict=False)
     heavy = hydrogens = 0
     for atom in mol.GetAtoms():
@@ -216,7 +220,12 @@ def mol_size(mol: Chem.Mol) -> MolSize:
         else:
             heavy += 1
         hydrogens += atom.GetTotalNumHs()
-    return MolSize(heavy_atoms=heavy, hydrogens=hydrogens, bonds=mol.GetNumBonds())
+    try:
+        with rdBase.BlockLogs():
+            nodes = Chem.RemoveHs(mol, implicitOnly=False, sanitize=False).GetNumAtoms()
+    except Exception:  # RDKit's errors of invalid molecules, which sanitizing reports later
+        nodes = mol.GetNumAtoms()
+    return MolSize(heavy_atoms=heavy, hydrogens=hydrogens, bonds=mol.GetNumBonds(), nodes=nodes)
 
 
 def shown_smiles(smiles: str, limit: int = 60) -> str:
