@@ -53,7 +53,7 @@ INPUT_RANGE_SLACK = 1e-3
 """FP32 image values may leave the model's input range by this fraction of its width
 (rounding in the client's preprocessing)."""
 INLINE_MOLECULE_WORK = 512
-"""Requests whose molecules add up to more heavy atoms plus bonds than this are featurized in
+"""Requests whose molecules add up to more graph nodes plus bonds than this are featurized in
 a decoder process (:mod:`app.decoder_pool`): sanitizing (ring perception) and ranking hold the
 GIL for up to seconds per molecule (large ring systems), which a worker thread would not hide
 from the event loop; up to this work one RDKit call takes some 30 ms at most."""
@@ -173,10 +173,10 @@ def _request_limits(request: PredictRequest, limits: MoleculeLimits) -> None:
 def check_request(request: PredictRequest, limits: MoleculeLimits) -> int:
     """Every limit of a predict request, checked with linear work only (molecules parsed or
     built and counted, nothing sanitized or ranked). Raises :class:`InvalidGraph`; returns the
-    request's work, its molecules' heavy atoms plus bonds (:data:`INLINE_MOLECULE_WORK`)."""
+    request's work, its molecules' graph nodes plus bonds (:data:`INLINE_MOLECULE_WORK`)."""
     _request_limits(request, limits)
     sizes = [_parsed(graph, f"graphs[{g}]", limits)[1] for g, graph in enumerate(request.graphs)]
-    return sum(size.heavy_atoms + size.bonds for size in sizes)
+    return sum(size.nodes + size.bonds for size in sizes)
 
 
 def graphs_from_request(request: PredictRequest, limits: MoleculeLimits) -> list[MolGraph]:
@@ -228,7 +228,7 @@ def check_tensor_smiles(
     tensor: DecodedTensor, *, max_batch: int | None = None, limits: MoleculeLimits | None = None
 ) -> int:
     """:func:`check_request` for a ``BYTES`` SMILES tensor: every limit checked with linear
-    work (:class:`InvalidTensor`); returns the heavy atoms plus bonds of all its molecules."""
+    work (:class:`InvalidTensor`); returns the graph nodes plus bonds of all its molecules."""
     limits = limits or MoleculeLimits()
     work = 0
     for i, graph in enumerate(_tensor_graphs(tensor, max_batch)):
@@ -236,7 +236,7 @@ def check_tensor_smiles(
             size = _parsed(graph, f"{tensor.name}[{i}]", limits)[1]
         except InvalidGraph as exc:
             raise _tensor_error(tensor, i, exc) from None
-        work += size.heavy_atoms + size.bonds
+        work += size.nodes + size.bonds
     return work
 
 
