@@ -73,9 +73,10 @@ class Settings(BaseSettings):
     max_atoms: int = Field(
         500,
         ge=1,
-        description="Most heavy atoms accepted per molecule; atoms including hydrogens "
-        "(listed, bracketed or implicit) are limited to 5 times it and bonds to 6 times it, "
-        "all counted before the molecule is sanitized or ranked.",
+        description="Most heavy atoms accepted per molecule (graph nodes: hydrogens that stay "
+        "atoms, isotopes or unbonded, count too); atoms including hydrogens (listed, bracketed "
+        "or implicit) are limited to 5 times it and bonds to 6 times it, all counted before the "
+        "molecule is sanitized or ranked.",
     )
     max_smiles_chars: int | None = Field(
         None,
