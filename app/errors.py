@@ -1,11 +1,12 @@
 """Exception → HTTP answer. Every error body is ``{"error": "..."}`` (DESIGN.md section 7).
 
 Bad input never becomes a 500: request validation → 422 naming the field, images → their
-:class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400,
-unknown models → 404, a full queue or a draining server → 503 with ``Retry-After`` (transient),
-a model version that cannot load → 503 without ``Retry-After`` and with its ``reason`` class
-(permanent until a restart), a request past its timeout → 504. Anything else is a server fault:
-logged with its traceback, answered 500 without internals.
+:class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400
+(422 for element values out of range), bodies nested too deep → 400, unknown models → 404, a
+full queue or a draining server → 503 with ``Retry-After`` (transient), a decoder process that
+died → 503, a model version that cannot load → 503 without ``Retry-After`` and with its
+``reason`` class (permanent until a restart), a request past its timeout → 504. Anything else
+is a server fault: logged with its traceback, answered 500 without internals.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.body_decoding import BodyError
+from app.decoder_pool import DecoderFailed
 from app.images import ImageError
 from app.model_state import ModelUnavailable
 from app.molecules import InvalidGraph, InvalidTensor
@@ -107,7 +110,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register every handler of this module on ``app``."""
     app.add_exception_handler(ApiError, _api_error)
-    for cls in (ImageError, InvalidGraph, InvalidTensor, LimitExceeded):
+    for cls in (ImageError, InvalidGraph, InvalidTensor, LimitExceeded, BodyError, DecoderFailed):
         app.add_exception_handler(cls, _with_status)
     app.add_exception_handler(ModelNotFound, _not_found)
     app.add_exception_handler(ModelUnavailable, _model_unavailable)

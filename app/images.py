@@ -91,7 +91,8 @@ class ImageSpec:
     """What a vision checkpoint expects: training size ``height`` × ``width``, ``patch_size``,
     output ``channels`` (1 or 3), ``grayscale`` (convert colour to luminance first, then copy
     to every channel), ``rescale`` (multiplies 0..255 pixel values), per-channel ``mean`` /
-    ``std`` (applied after rescaling) and the ``resample`` filter name for ``resize="model"``.
+    ``std`` (applied after rescaling), the ``resample`` filter name for ``resize="model"`` and
+    the ``value_range`` (low, high) of model input values the checkpoint declares, if any.
     """
 
     height: int
@@ -103,6 +104,7 @@ class ImageSpec:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     resample: str = "bicubic"
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for key in ("height", "width", "patch_size"):
@@ -128,6 +130,13 @@ class ImageSpec:
             raise ValueError(f"std values must be positive, got {list(self.std)}")
         if self.resample not in RESAMPLING:
             raise ValueError(f"resample must be one of {list(RESAMPLING)}, got {self.resample!r}")
+        if self.value_range is not None:
+            low, high = self.value_range
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(
+                    f"value_range must be two finite numbers, low < high, got "
+                    f"{list(self.value_range)}"
+                )
 
     @classmethod
     def from_metadata(
@@ -159,6 +168,11 @@ class ImageSpec:
         std = prep.get("std", [1.0] * channels)
         if not isinstance(mean, Sequence) or not isinstance(std, Sequence):
             raise ValueError(f"preprocessing mean / std must be lists, got {mean!r} / {std!r}")
+        value_range = spec.get("value_range")
+        if value_range is not None and (
+            not isinstance(value_range, Sequence) or len(value_range) != 2
+        ):
+            raise ValueError(f"input value_range must be [low, high], got {value_range!r}")
         return cls(
             height=height,
             width=width,
@@ -169,6 +183,9 @@ class ImageSpec:
             mean=tuple(float(m) for m in mean),
             std=tuple(float(s) for s in std),
             resample=prep.get("resize", "bicubic"),
+            value_range=None if value_range is None else (
+                float(value_range[0]), float(value_range[1])
+            ),
         )
 
     @classmethod
@@ -176,6 +193,18 @@ class ImageSpec:
         """From a :class:`models.checkpoint.LoadedCheckpoint` (``input_spec``,
         ``preprocessing``, ``config``)."""
         return cls.from_metadata(checkpoint.input_spec, checkpoint.preprocessing, checkpoint.config)
+
+    def input_range(self) -> tuple[float, float]:
+        """(low, high) of the model input: ``value_range`` when the checkpoint declares it,
+        else the range preprocessing gives 0..255 pixels (over all channels)."""
+        if self.value_range is not None:
+            return self.value_range
+        ends = [
+            (pixel * self.rescale - mean) / std
+            for mean, std in zip(self.mean, self.std, strict=True)
+            for pixel in (0, 255)
+        ]
+        return min(ends), max(ends)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[C,H,W]`` or ``[B,C,H,W]`` pixel values 0..255 → model input (rescale, mean, std)."""

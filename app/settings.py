@@ -70,7 +70,19 @@ class Settings(BaseSettings):
         description="Largest accepted image (width x height, before any resize); larger "
         "images, including decompression bombs, are rejected.",
     )
-    max_atoms: int = Field(500, ge=1, description="Most heavy atoms accepted per molecule.")
+    max_atoms: int = Field(
+        500,
+        ge=1,
+        description="Most heavy atoms accepted per molecule (graph nodes: hydrogens that stay "
+        "atoms, isotopes or unbonded, count too); atoms including hydrogens (listed, bracketed "
+        "or implicit) are limited to 5 times it and bonds to 6 times it, all counted before the "
+        "molecule is sanitized or ranked.",
+    )
+    max_smiles_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Longest SMILES string accepted (characters); unset: 32 x PLSTM_MAX_ATOMS.",
+    )
     max_graphs_per_request: int = Field(
         64, ge=1, description="Most graphs accepted in one predict request."
     )
@@ -158,6 +170,11 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value():
             return None
         return value
+
+    @field_validator("max_smiles_chars", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 @lru_cache(maxsize=1)

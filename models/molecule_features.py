@@ -20,6 +20,12 @@ bucket): element (``ELEMENTS`` + "other"), degree 0..5, formal charge −2..+2, 
 total H count 0..4, hybridisation (SP, SP2, SP3, SP3D, SP3D2, other), in ring.
 Bond features (``NUM_EDGE_FEATURES`` = 7): type (single, double, triple, aromatic, other),
 conjugated, in ring.
+
+Sanitizing (ring perception) and canonical ranking cost more than linear time, so callers that
+take molecules from untrusted input split the work: :func:`parse_smiles` / :func:`build_mol`
+give an unsanitized molecule in linear time, :func:`mol_size` counts its atoms (hydrogens
+included) and bonds, and only then :func:`smiles_mol_graph` / :func:`built_mol_graph` sanitize,
+rank and featurize it.
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ NUM_NODE_FEATURES = (
     + 1
 )
 NUM_EDGE_FEATURES = (len(BOND_TYPES) + 1) + 2
+
+MAX_ABS_CHARGE = 8
+"""Largest formal charge (either sign) an explicit atom may carry."""
+MAX_ATOM_HYDROGENS = 8
+"""Largest ``hydrogens`` count an explicit atom may carry."""
 
 _BOND_ORDERS = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 _ATOM_KEYS = ("aromatic", "charge", "element", "hydrogens")
@@ -129,12 +140,8 @@ def bond_features(bond: Chem.Bond) -> list[float]:
     ]
 
 
-def featurize_mol(mol: Chem.Mol) -> MolGraph:
-    """A sanitized RDKit molecule → :class:`MolGraph` (hydrogen atoms removed first)."""
-    if mol is None or not isinstance(mol, Chem.Mol):
-        raise ValueError(f"expected an RDKit molecule, got {type(mol).__name__}")
-    with rdBase.BlockLogs():
-        mol = Chem.RemoveHs(mol)
+def _graph_of(mol: Chem.Mol) -> MolGraph:
+    """A sanitized molecule without hydrogen atoms → :class:`MolGraph` (canonical order)."""
     if mol.GetNumAtoms() == 0:
         raise ValueError("molecule has no heavy atoms")
     ranks = list(
@@ -162,19 +169,101 @@ def featurize_mol(mol: Chem.Mol) -> MolGraph:
     )
 
 
-def featurize_smiles(smiles: str) -> MolGraph:
-    """SMILES → :class:`MolGraph`. Raises ValueError for anything RDKit cannot parse."""
+def featurize_mol(mol: Chem.Mol) -> MolGraph:
+    """A sanitized RDKit molecule → :class:`MolGraph` (hydrogen atoms removed first)."""
+    if mol is None or not isinstance(mol, Chem.Mol):
+        raise ValueError(f"expected an RDKit molecule, got {type(mol).__name__}")
+    with rdBase.BlockLogs():
+        mol = Chem.RemoveHs(mol)
+    return _graph_of(mol)
+
+
+def _sanitized_without_hs(mol: Chem.Mol) -> Chem.Mol:
+    """Hydrogen atoms folded into their neighbours' H counts, then RDKit sanitization (one
+    pass, as RDKit's SMILES parser does it). Raises ValueError with RDKit's reason."""
+    try:
+        with rdBase.BlockLogs():
+            return Chem.RemoveHs(mol, implicitOnly=False, updateExplicitCount=True, sanitize=True)
+    except Exception as err:  # RDKit raises several exception types for chemistry errors
+        raise ValueError(" ".join(str(err).split())) from None
+
+
+@dataclass(frozen=True)
+class MolSize:
+    """What an unsanitized molecule holds: ``heavy_atoms`` (every atom but hydrogen),
+    ``hydrogens`` (hydrogen atoms plus the H counts of the other atoms, implicit ones
+    included), ``bonds``, and ``nodes``: the atoms its :class:`MolGraph` will have, i.e. the
+    heavy atoms and the hydrogen atoms that ``Chem.RemoveHs`` keeps (isotopes such as ``[2H]``,
+    unbonded ones)."""
+
+    heavy_atoms: int
+    hydrogens: int
+    bonds: int
+    nodes: int
+
+    @property
+    def atoms(self) -> int:
+        """Atoms including hydrogens."""
+        return self.heavy_atoms + self.hydrogens
+
+
+def mol_size(mol: Chem.Mol) -> MolSize:
+    """Counts of a molecule from :func:`parse_smiles` or :func:`build_mol`, in time linear in
+    its atoms (valences only, no ring perception). Implicit hydrogens are those RDKit would add
+    to fill each atom's default valence. ``nodes`` is all atoms when RDKit cannot remove the
+    hydrogens of this (invalid) molecule."""
+    mol.UpdatePropertyCache(strict=False)
+    heavy = hydrogens = 0
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() == 1:
+            hydrogens += 1
+        else:
+            heavy += 1
+        hydrogens += atom.GetTotalNumHs()
+    try:
+        with rdBase.BlockLogs():
+            nodes = Chem.RemoveHs(mol, implicitOnly=False, sanitize=False).GetNumAtoms()
+    except Exception:  # RDKit's errors of invalid molecules, which sanitizing reports later
+        nodes = mol.GetNumAtoms()
+    return MolSize(heavy_atoms=heavy, hydrogens=hydrogens, bonds=mol.GetNumBonds(), nodes=nodes)
+
+
+def shown_smiles(smiles: str, limit: int = 60) -> str:
+    """``smiles`` quoted for an error message; long strings are cut after ``limit`` chars."""
+    if len(smiles) <= limit:
+        return repr(smiles)
+    return f"{smiles[:limit]!r}... ({len(smiles)} characters)"
+
+
+def parse_smiles(smiles: str) -> Chem.Mol:
+    """SMILES → RDKit molecule, parsed but not sanitized (linear time; hydrogen atoms kept).
+    Raises ValueError for anything that is not SMILES syntax."""
     if not isinstance(smiles, str):
         raise ValueError(f"smiles: expected a string, got {type(smiles).__name__}")
     if not smiles.strip():
         raise ValueError("smiles: empty string")
     with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles)
+        mol = Chem.MolFromSmiles(smiles, sanitize=False)
     if mol is None:
-        raise ValueError(f"invalid SMILES {smiles!r}")
+        raise ValueError(f"invalid SMILES {shown_smiles(smiles)}")
     if mol.GetNumAtoms() == 0:
-        raise ValueError(f"SMILES {smiles!r} has no atoms")
-    return featurize_mol(mol)
+        raise ValueError(f"SMILES {shown_smiles(smiles)} has no atoms")
+    return mol
+
+
+def smiles_mol_graph(mol: Chem.Mol, smiles: str) -> MolGraph:
+    """A molecule from :func:`parse_smiles` (of ``smiles``, named in errors) → :class:`MolGraph`:
+    hydrogens folded, sanitized, ranked, featurized."""
+    try:
+        sanitized = _sanitized_without_hs(mol)
+    except ValueError:
+        raise ValueError(f"invalid SMILES {shown_smiles(smiles)}") from None
+    return _graph_of(sanitized)
+
+
+def featurize_smiles(smiles: str) -> MolGraph:
+    """SMILES → :class:`MolGraph`. Raises ValueError for anything RDKit cannot parse."""
+    return smiles_mol_graph(parse_smiles(smiles), smiles)
 
 
 def _is_int(value: Any) -> bool:
@@ -194,12 +283,16 @@ def _parse_atom(i: int, spec: Any) -> Chem.Atom:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(_ATOM_KEYS)})")
     element = spec.get("element")
     if not isinstance(element, str) or element not in _SYMBOLS:
-        raise ValueError(f"{where}.element: unknown element {element!r}")
+        shown = repr(element) if not isinstance(element, str) else shown_smiles(element, 8)
+        raise ValueError(f"{where}.element: unknown element {shown}")
     atom = Chem.Atom(element)
     charge = spec.get("charge")
     if charge is not None:
-        if not _is_int(charge):
-            raise ValueError(f"{where}.charge: expected an integer, got {charge!r}")
+        if not _is_int(charge) or abs(charge) > MAX_ABS_CHARGE:
+            raise ValueError(
+                f"{where}.charge: expected an integer from {-MAX_ABS_CHARGE} to "
+                f"{MAX_ABS_CHARGE}, got {charge!r}"
+            )
         atom.SetFormalCharge(charge)
     aromatic = spec.get("aromatic")
     if aromatic is not None:
@@ -208,9 +301,10 @@ def _parse_atom(i: int, spec: Any) -> Chem.Atom:
         atom.SetIsAromatic(aromatic)
     hydrogens = spec.get("hydrogens")
     if hydrogens is not None:
-        if not _is_int(hydrogens) or hydrogens < 0:
+        if not _is_int(hydrogens) or not 0 <= hydrogens <= MAX_ATOM_HYDROGENS:
             raise ValueError(
-                f"{where}.hydrogens: expected a non-negative integer, got {hydrogens!r}"
+                f"{where}.hydrogens: expected an integer from 0 to {MAX_ATOM_HYDROGENS}, "
+                f"got {hydrogens!r}"
             )
         atom.SetNumExplicitHs(hydrogens)
         atom.SetNoImplicit(True)  # the client's count is the whole count
@@ -238,16 +332,9 @@ def _parse_bond(k: int, spec: Any, num_atoms: int) -> tuple[int, int, Chem.BondT
     return i, j, _BOND_ORDERS[int(order)]
 
 
-def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:
-    """Explicit atoms and bonds → :class:`MolGraph`.
-
-    ``atoms``: element symbols or objects ``{"element": "C", "charge": 0, "aromatic": false,
-    "hydrogens": 3}`` (all keys but element optional; without ``hydrogens`` RDKit adds
-    implicit hydrogens to fill the valence). ``bonds``: ``[i, j, order]`` with 0-based atom
-    indices and order 1, 2, 3 or 1.5 (aromatic). Hydrogen atoms may be listed explicitly; they
-    are folded into their neighbour's H count as in SMILES parsing. Raises ValueError naming
-    the offending field, e.g. ``"bonds[3]: atom index 7 out of range (5 atoms)"``.
-    """
+def build_mol(atoms: Sequence[Any], bonds: Sequence[Any]) -> Chem.RWMol:
+    """Explicit atoms and bonds (as :func:`featurize_graph` takes them) → an unsanitized RDKit
+    molecule, in time linear in the lists. Raises ValueError naming the offending field."""
     if not isinstance(atoms, list | tuple):
         raise ValueError(f"atoms: expected a list, got {type(atoms).__name__}")
     if not isinstance(bonds, list | tuple):
@@ -272,13 +359,31 @@ def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:
             mol.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
             mol.GetAtomWithIdx(i).SetIsAromatic(True)
             mol.GetAtomWithIdx(j).SetIsAromatic(True)
+    return mol
+
+
+def built_mol_graph(mol: Chem.Mol) -> MolGraph:
+    """A molecule from :func:`build_mol` → :class:`MolGraph`: hydrogens folded, sanitized,
+    ranked, featurized."""
     try:
-        with rdBase.BlockLogs():
-            Chem.SanitizeMol(mol)
-    except Exception as err:  # RDKit raises several exception types for chemistry errors
-        detail = " ".join(str(err).split())
-        raise ValueError(f"atoms/bonds: not a valid molecule ({detail})") from None
-    return featurize_mol(mol)
+        sanitized = _sanitized_without_hs(mol)
+    except ValueError as err:
+        raise ValueError(f"atoms/bonds: not a valid molecule ({err})") from None
+    return _graph_of(sanitized)
+
+
+def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:
+    """Explicit atoms and bonds → :class:`MolGraph`.
+
+    ``atoms``: element symbols or objects ``{"element": "C", "charge": 0, "aromatic": false,
+    "hydrogens": 3}`` (all keys but element optional; without ``hydrogens`` RDKit adds
+    implicit hydrogens to fill the valence; charge within ±``MAX_ABS_CHARGE``, hydrogens at
+    most ``MAX_ATOM_HYDROGENS``). ``bonds``: ``[i, j, order]`` with 0-based atom indices and
+    order 1, 2, 3 or 1.5 (aromatic). Hydrogen atoms may be listed explicitly; they are folded
+    into their neighbour's H count as in SMILES parsing. Raises ValueError naming the
+    offending field, e.g. ``"bonds[3]: atom index 7 out of range (5 atoms)"``.
+    """
+    return built_mol_graph(build_mol(atoms, bonds))
 
 
 def batch_graphs(

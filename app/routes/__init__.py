@@ -1,5 +1,6 @@
 """HTTP routes: ``v1`` (friendly API), ``v2`` (Open Inference Protocol v2), ``ops`` (metrics,
-health). Shared here: finding the runtime that answers a model request and its path."""
+health). Shared here: finding the runtime that answers a model request and its path, and
+refusing outputs that are not finite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
+import torch
 from fastapi import Path, Query, Request
 
 from app import backends
@@ -83,3 +85,15 @@ def resolve_path(entry: ModelEntry, path: str, tokens: int, *, status: int, fiel
         return backends.resolve_path(entry, path, tokens)
     except ValueError as exc:
         raise ApiError(status, f"{field}: {exc}") from None
+
+
+def finite_outputs(outputs: torch.Tensor, name: str) -> torch.Tensor:
+    """``outputs`` of model ``name`` for one request, unless some are NaN or infinite: then
+    422, as no answer (JSON has no NaN) could be given for this input."""
+    if not bool(torch.isfinite(outputs).all()):
+        raise ApiError(
+            422,
+            f"model {name!r} gave non-finite outputs (NaN or infinity) for this input; its "
+            "values are likely far outside what the model was trained on",
+        )
+    return outputs

@@ -12,12 +12,18 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from app import backends
+from app.decoder_pool import run_heavy
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError
 from app.images import decodes_quickly, load_image
 from app.inference import Outcome
 from app.model_state import NO_VERSIONS
-from app.molecules import graphs_from_request
+from app.molecules import (
+    INLINE_MOLECULE_WORK,
+    check_request,
+    graphs_from_request,
+    molecule_limits,
+)
 from app.openapi import error_responses
 from app.repository import ModelEntry
 from app.routes import (
@@ -25,9 +31,11 @@ from app.routes import (
     VersionQuery,
     find_ready_entry,
     find_runtime,
+    finite_outputs,
     inflight,
     resolve_path,
 )
+from app.routes.decoded_body import DecodedBodyRoute
 from app.schemas import (
     ClassifyResponse,
     ImageSize,
@@ -73,7 +81,7 @@ CLASSIFY_BODY = {
     }
 }
 
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKey], route_class=DecodedBodyRoute)
 
 
 def _task(entry: ModelEntry) -> str:
@@ -241,7 +249,7 @@ async def classify(
         height, width = prepared.size
         chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
         outcome = await runtime.classify(prepared.tensor, chosen)
-    probabilities = outcome.outputs.softmax(-1)
+    probabilities = finite_outputs(outcome.outputs, name).softmax(-1)
     k = min(top_k or DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
         model=name,
@@ -276,18 +284,15 @@ async def predict(
     if entry.kind != "graph":
         raise ApiError(400, f"model {name!r} takes images: use POST /v1/models/{name}/classify")
     with inflight(request, name):
-        graphs = await anyio.to_thread.run_sync(
-            partial(
-                graphs_from_request,
-                body,
-                max_graphs=settings.max_graphs_per_request,
-                max_atoms=settings.max_atoms,
-            )
+        limits = molecule_limits(settings)
+        work = await anyio.to_thread.run_sync(check_request, body, limits)
+        graphs = await run_heavy(
+            graphs_from_request, body, limits, heavy=work > INLINE_MOLECULE_WORK
         )
         chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
         outcome = await runtime.predict(graphs, chosen)
     task = _task(entry)
-    outputs = outcome.outputs
+    outputs = finite_outputs(outcome.outputs, name)
     labels = _labels(entry, outputs.shape[1])
     results = []
     for g, (graph, row) in enumerate(zip(graphs, outputs, strict=True)):

@@ -10,7 +10,6 @@ Health endpoints are open; the rest needs the API key when one is configured.
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import partial
 from typing import Annotated, Any
 
@@ -18,13 +17,20 @@ import anyio.to_thread
 import torch
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from app import backends
+from app.body_decoding import DecodedInferRequest, decode_infer_request
+from app.decoder_pool import decode_body, run_heavy
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import RETRY_AFTER_S, ApiError, error_response
 from app.model_state import ModelUnavailable
-from app.molecules import graphs_from_tensor, images_from_tensor
+from app.molecules import (
+    INLINE_MOLECULE_WORK,
+    check_tensor_smiles,
+    graphs_from_tensor,
+    images_from_tensor,
+    molecule_limits,
+)
 from app.openapi import RETRY_AFTER, error_responses, inference_request_body
 from app.repository import ModelEntry, ModelRepository
 from app.routes import (
@@ -32,12 +38,12 @@ from app.routes import (
     find_entry,
     find_ready_entry,
     find_runtime,
+    finite_outputs,
     inflight,
     resolve_path,
 )
 from app.schemas import (
     PATHS,
-    InferenceRequest,
     InferenceResponse,
     Liveness,
     ModelMetadata,
@@ -46,7 +52,6 @@ from app.schemas import (
     ResponseOutput,
     ServerMetadata,
     TensorMetadata,
-    validation_error_message,
 )
 from app.settings import Settings
 
@@ -248,24 +253,15 @@ def _ready(request: Request, name: str, version: str | None) -> Any:
     return body if ok else JSONResponse(body, status_code=503, headers=retry)
 
 
-async def _parse(request: Request) -> InferenceRequest:
+async def _parse(request: Request) -> DecodedInferRequest:
+    """The validated body; large ones are decoded in a decoder process
+    (:mod:`app.decoder_pool`), so parsing never holds the event loop."""
     if BINARY_HEADER in request.headers:
         raise ApiError(400, "binary tensor data is not supported: send JSON (binary_data=False)")
-    try:
-        document = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    try:
-        parsed = InferenceRequest.model_validate(document)
-    except ValidationError as exc:
-        raise ApiError(400, validation_error_message(exc.errors())) from None
-    for out in parsed.outputs or []:
-        if (out.parameters or {}).get("binary_data"):
-            raise ApiError(400, f"output {out.name!r}: binary_data is not supported")
-    return parsed
+    return await decode_body(decode_infer_request, await request.body())
 
 
-def _path(parsed: InferenceRequest) -> str:
+def _path(parsed: DecodedInferRequest) -> str:
     path = (parsed.parameters or {}).get("path", "auto")
     if path not in PATHS:
         raise ApiError(400, f"parameters.path must be one of {list(PATHS)}, got {path!r}")
@@ -316,7 +312,7 @@ async def _infer(
         given = [i.name for i in parsed.inputs]
         raise ApiError(400, f"model {name!r} takes one input {expected!r}, got {given}")
     available = output_names(entry)
-    wanted = [o.name for o in parsed.outputs] if parsed.outputs else available
+    wanted = parsed.outputs or available
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise ApiError(400, f"unknown output(s) {unknown}; model {name!r} has {available}")
@@ -338,16 +334,18 @@ async def _infer(
             outcomes = await asyncio.gather(*(runtime.classify(im, chosen) for im in images))
             outputs = torch.stack([o.outputs for o in outcomes])
         else:
-            graphs = await anyio.to_thread.run_sync(
-                partial(
-                    graphs_from_tensor,
-                    tensor,
-                    max_batch=settings.max_graphs_per_request,
-                    max_atoms=settings.max_atoms,
-                )
+            limits = molecule_limits(settings)
+            max_batch = settings.max_graphs_per_request
+            work = await anyio.to_thread.run_sync(
+                partial(check_tensor_smiles, tensor, max_batch=max_batch, limits=limits)
+            )
+            graphs = await run_heavy(
+                partial(graphs_from_tensor, tensor, max_batch=max_batch, limits=limits),
+                heavy=work > INLINE_MOLECULE_WORK,
             )
             chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
             outputs = (await runtime.predict(graphs, chosen)).outputs
+    outputs = finite_outputs(outputs, name)
     tensors = {"probabilities": outputs.softmax(-1), "logits": outputs, "values": outputs}
     return InferenceResponse(
         model_name=name,

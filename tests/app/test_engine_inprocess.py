@@ -31,8 +31,8 @@ from app.engine_client import ENGINE_UNAVAILABLE, EngineClient
 from app.engine_protocol import CLASSIFY, HELLO, encode, read_message
 from app.errors import ApiError
 from app.main import build_repository, create_app
-from app.molecules import featurize_smiles
 from app.settings import Settings
+from models.molecule_features import featurize_smiles
 from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 from tests.app.started_app import WAIT_S, Gate, started_app
 

@@ -261,6 +261,17 @@ def test_spec_from_training_records_and_validation():
         ImageSpec.from_metadata({"height": 32, "width": 32, "patch_size": 8}, {"color": "cmyk"})
 
 
+def test_input_range_is_declared_or_follows_the_preprocessing():
+    spec = {"height": 32, "width": 32, "patch_size": 8, "value_range": [-1, 2]}
+    assert ImageSpec.from_metadata(spec, None).input_range() == (-1.0, 2.0)
+    rgb = ImageSpec(height=8, width=8, patch_size=8, mean=(0.5, 0.0, 0.0), std=(0.5, 1.0, 2.0))
+    assert rgb.input_range() == pytest.approx((-1.0, 1.0))
+    with pytest.raises(ValueError, match="value_range must be two finite numbers"):
+        ImageSpec(height=8, width=8, patch_size=8, value_range=(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"input value_range must be \[low, high\]"):
+        ImageSpec.from_metadata({**spec, "value_range": 1.0}, None)
+
+
 def test_checkpoint_spec_feeds_the_model_at_native_size(tmp_path):
     torch.manual_seed(0)
     model = create_model(

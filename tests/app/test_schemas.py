@@ -14,6 +14,7 @@ from app.schemas import (
     InferenceRequest,
     InferenceResponse,
     LimitExceeded,
+    MoleculeLimits,
     PredictRequest,
     RequestInput,
     ResponseOutput,
@@ -97,6 +98,39 @@ def test_graph_input_forms():
     assert "bonds[0]" in _message(err)
 
 
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        ({"atoms": [{"element": "C", "charge": 2**31}]},
+         "atoms[0].object.charge: Input should be less than or equal to 8"),
+        ({"atoms": [{"element": "C", "charge": -9}]},
+         "atoms[0].object.charge: Input should be greater than or equal to -8"),
+        ({"atoms": [{"element": "C", "hydrogens": 9}]},
+         "atoms[0].object.hydrogens: Input should be less than or equal to 8"),
+        ({"atoms": ["C" * 4]}, "atoms[0].symbol: String should have at most 3 characters"),
+        ({"atoms": [{"element": ""}]}, "atoms[0].object.element: String should have at least 1"),
+        ({"atoms": ["C", "C"], "bonds": [[0, 1, 4]]},
+         "bonds[0][2]: bond order must be one of 1, 2, 3, 1.5, got 4"),
+        ({"atoms": ["C", "C"], "bonds": [[0, 1, 1e308]]}, "bonds[0][2]: bond order must be one"),
+        ({"atoms": ["C", "C"], "bonds": [[0, 2**40, 1]]},
+         "bonds[0][1]: Input should be less than or equal to 2147483647"),
+        ({"atoms": ["C", "C"], "bonds": [[-1, 1, 1]]},
+         "bonds[0][0]: Input should be greater than or equal to 0"),
+    ],
+)  # fmt: skip
+def test_atom_and_bond_numbers_are_bounded(graph: dict, expected: str):
+    with pytest.raises(ValidationError) as err:
+        GraphInput.model_validate(graph)
+    assert _message(err).startswith(expected), _message(err)
+
+
+def test_schema_bounds_equal_the_featurizer_bounds():
+    from models import molecule_features
+
+    assert schemas.MAX_ABS_CHARGE == molecule_features.MAX_ABS_CHARGE
+    assert schemas.MAX_ATOM_HYDROGENS == molecule_features.MAX_ATOM_HYDROGENS
+
+
 def test_predict_request_limits():
     body = {"graphs": [{"smiles": "CCO"}, {"atoms": ["C", "H", "H", "O"], "bonds": []}] * 2}
     with pytest.raises(ValidationError) as err:
@@ -111,9 +145,9 @@ def test_predict_request_limits():
         PredictRequest.model_validate(body, context={"max_atoms": 1})
     assert _message(err) == "graphs[1].atoms: 2 heavy atoms exceed the limit of 1 per graph"
     with pytest.raises(LimitExceeded) as limit:
-        request.check_limits(max_graphs=2)
+        request.check_limits(MoleculeLimits.derived(max_graphs=2))
     assert limit.value.status_code == 422
-    request.check_limits()  # no limits: nothing to refuse
+    request.check_limits(MoleculeLimits())  # no limits: nothing to refuse
 
 
 def test_flatten_matches_numpy_row_major():
@@ -129,7 +163,7 @@ def test_request_input_checks_shape_datatype_and_elements():
     rng = np.random.default_rng(1)
     data = rng.standard_normal((2, 3)).tolist()
     tensor = RequestInput(name="x", shape=[2, 3], datatype="FP32", data=data)
-    assert tensor.flat_data() == np.asarray(data).ravel().tolist()
+    np.testing.assert_array_equal(tensor.values, np.asarray(data, dtype=np.float32).ravel())
     cases = [
         ({"shape": [2, 2], "datatype": "FP32", "data": data},
          "shape [2, 2] holds 4 elements but data has 6"),

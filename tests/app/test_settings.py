@@ -88,6 +88,14 @@ def test_invalid_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str, f
         Settings()
 
 
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("1200", 1200)])
+def test_max_smiles_chars_unset_or_set(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None
+) -> None:
+    monkeypatch.setenv("PLSTM_MAX_SMILES_CHARS", value)
+    assert Settings().max_smiles_chars == expected
+
+
 def test_every_field_is_documented() -> None:
     for name, info in Settings.model_fields.items():
         assert info.description and len(info.description) > 15, name
