@@ -508,6 +508,7 @@ def run(experiment: str, options: dict[str, Any], resume: bool) -> int:
     spec = build_run(experiment, experiment_options(options))
     init_distributed(device)
     metrics = None
+    trainer: Trainer | None = None
     try:
         hash_dir = options["weights_hash_dir"]
         trainer = Trainer(
@@ -546,6 +547,8 @@ def run(experiment: str, options: dict[str, Any], resume: bool) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+        if trainer is not None:
+            trainer.close()
         cleanup_distributed()
     return 0
 

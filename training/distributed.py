@@ -8,6 +8,8 @@ without those variables everything runs as a single process and the helpers are 
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +68,13 @@ def init_distributed(device: torch.device) -> DistEnv:
     ``cuda:<local_rank>`` (see :func:`process_device`)."""
     env = detect_dist_env()
     if env.is_distributed and not dist.is_initialized():
+        # torch.distributed.nn binds ``group.WORLD`` as default arguments when it is imported.
+        # Imported after the group exists (DistributedDataParallel imports it through
+        # torch._dynamo), it keeps the group and its gloo threads alive past
+        # destroy_process_group until interpreter exit, where a gloo thread releasing the last
+        # tensor of a finished collective aborts the process (SIGABRT, "terminate called
+        # without an active exception"). Imported before, it binds None.
+        importlib.import_module("torch.distributed.nn")
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -97,8 +106,15 @@ def process_device(requested: str, env: DistEnv) -> torch.device:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (if one was joined)."""
+    """Leave the process group (if one was joined) and stop its threads.
+
+    Drop every DistributedDataParallel wrapper first (:meth:`training.loop.Trainer.close`):
+    then the group's last reference goes here, its gloo threads are joined with the GIL
+    released, and none is left running at interpreter exit (a gloo thread that releases a
+    tensor there aborts the process). A group released last by a wrapper is destroyed with the
+    GIL held, which deadlocks with a gloo thread waiting for it."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # wrappers caught in reference cycles let go of the group now
         dist.destroy_process_group()
 
 

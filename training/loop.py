@@ -310,6 +310,7 @@ class Trainer:
         self.log = MetricsLog(self.out_dir / METRICS_LOG) if self.env.is_main else None
         self._train_loader: DataLoader | None = None
         self._resumed_sums = [0.0, 0.0, 0.0]
+        self.closed = False
 
     # ------------------------------------------------------------------------------------------
     # Batches, loss, evaluation
@@ -505,6 +506,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (continuing from ``out_dir/last`` when ``resume``), then evaluate the best
         weights on ``spec.test_sets`` and write the final checkpoint metrics."""
+        if self.closed:
+            raise RuntimeError("the trainer is closed")
         cfg = self.config
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -564,6 +567,15 @@ class Trainer:
                 self.save_state(self.out_dir / LAST_DIR, epoch_sums, elapsed)
         self.elapsed_before += time.perf_counter() - start_time
         return self._finish()
+
+    def close(self) -> None:
+        """Let go of the DistributedDataParallel wrapper (it holds the process group), CUDA
+        graphs and the training loader's worker processes; call it when training is over, before
+        :func:`training.distributed.cleanup_distributed`. The trainer cannot train afterwards;
+        ``model`` stays usable."""
+        self.closed = True
+        self.train_model = self.forward = self.model
+        self._train_loader = None
 
     # ------------------------------------------------------------------------------------------
     # Best checkpoint and the final evaluation

@@ -277,3 +277,11 @@ def test_bf16_export_and_regression_guard(tmp_path: Path) -> None:
         TrainConfig(epochs=1, batch_size=8, lr=1e-3, export_dtype="fp8")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(epochs=1, batch_size=0, lr=1e-3)
+
+
+def test_a_closed_trainer_refuses_to_train(tmp_path: Path) -> None:
+    trainer = Trainer(_spec(), TrainConfig(epochs=1, batch_size=32, lr=1e-3), tmp_path / "run")
+    trainer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "run.json").exists()  # nothing was started
