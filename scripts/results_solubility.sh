@@ -3,11 +3,13 @@
 # parameter count — with the bond features as GINE messages (`gin-xu`) and without (`gin-xu-plain`,
 # the paper's GIN) — on the random split (the SDF files', duplicates removed) and on the scaffold
 # split, with the experiments' default hyperparameters (`plstm train --help`). Seeds: init and
-# data order; the splits are fixed. One run at a time, one CPU thread each (about 11 min per
-# pLSTM run and 2 min per GIN run on a free 2-core machine); finished runs are skipped, so it can
-# be resumed. Each run's metrics.jsonl, run.json, best/metrics.json, best/config.json (without
-# the weights), the command and the machine are copied to docs/results/solubility/<split>/<model>-seed<seed>/, then the solubility section
-# of docs/results.md and docs/results/solubility_summary.json are rebuilt from those copies.
+# data order; the splits are fixed. One run at a time, one CPU thread each (on the 2-core
+# development machine under a load of about 10: ~20 min per pLSTM run, ~10 min per GIN run).
+# Finished runs are skipped and an interrupted one resumes from its last epoch. Each run's
+# metrics.jsonl, run.json, best/metrics.json, best/config.json (not the weights), the command
+# and the machine are copied to docs/results/solubility/<split>/<model>-seed<seed>/, then the
+# solubility section of docs/results.md and docs/results/solubility/summary.json are rebuilt
+# from those copies.
 # Usage: bash scripts/results_solubility.sh [RUNS_DIR (default runs/solubility)]
 # Environment: SEEDS (default "0 1 2 3 4"), SPLITS (default "random scaffold"), MODELS (default
 # "plstm gin-xu gin-xu-plain"), PYTHON (an interpreter with the project's dependencies; default:
@@ -37,11 +39,16 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
       out="$runs/$split/$model-seed$seed"
       kept="$logs/$split/$model-seed$seed"
       [ -f "$kept/best_metrics.json" ] && continue
-      rm -rf "$out"
-      mkdir -p "$out"
-      echo "plstm train ${args[*]}" > "$out/command.txt"
       load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-      OMP_NUM_THREADS=1 "$python" -m training.cli "${args[@]}" --out "$out"
+      if [ -f "$out/last/state.json" ] && [ -f "$out/command.txt" ]; then
+        # an interrupted run goes on from its last epoch (same weights as an uninterrupted one)
+        OMP_NUM_THREADS=1 "$python" -m training.cli --resume "$out"
+      else
+        rm -rf "$out"
+        mkdir -p "$out"
+        echo "plstm train ${args[*]}" > "$out/command.txt"
+        OMP_NUM_THREADS=1 "$python" -m training.cli "${args[@]}" --out "$out"
+      fi
       "$python" - "$out/machine.json" "$load_before" <<'EOF'
 import json, os, platform, sys
 
