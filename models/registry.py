@@ -2,7 +2,8 @@
 
 Registered here: the vision presets of the paper (patch 16, depth 12; T dim 192 / 3 heads,
 S 384 / 6, B 768 / 12) for ``PLSTMVision`` (``plstm_vis_*``) and ``ViT`` (``vit_*``), and the
-graph models ``plstm_graph`` (``PLSTMGraph``) and ``gin`` (``GIN``) from ``models.graph``.
+graph models ``plstm_graph`` (``PLSTMGraph``) and ``gin`` (``GIN``) from ``models.graph`` and
+``gin_xu`` (``GINXu``, the GIN of Xu et al. 2019) from ``models.gin_xu``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from models.gin_xu import GINXu
+from models.graph import GIN, PLSTMGraph
 from models.vision import PLSTMVision, ViT
-
-try:
-    from models.graph import GIN, PLSTMGraph
-except ModuleNotFoundError as exc:  # models/graph.py is written in parallel (issue 3, part 2)
-    if exc.name != "models.graph":
-        raise
-    GIN = PLSTMGraph = None
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
@@ -149,6 +145,6 @@ for _size, (_dim, _heads) in VISION_SIZES.items():
             _cls
         )
 
-if PLSTMGraph is not None:
-    register_model("plstm_graph")(PLSTMGraph)
-    register_model("gin")(GIN)
+register_model("plstm_graph")(PLSTMGraph)
+register_model("gin")(GIN)
+register_model("gin_xu")(GINXu)

@@ -1,22 +1,81 @@
 #!/usr/bin/env bash
-# Solubility results of docs/results.md: pLSTM-Graph and GIN, 5 seeds each (init + data order;
-# the train/val split and the test set are fixed), default hyperparameters of
-# `plstm train --help`, then a mean ± std table. Runs on the CPU in about an hour
-# (one thread per run); finished runs are skipped, so it can be resumed.
+# Solubility results of docs/results.md: pLSTM-Graph vs the GIN of Xu et al. 2019 at the same
+# parameter count — with the bond features as GINE messages (`gin-xu`) and without (`gin-xu-plain`,
+# the paper's GIN) — on the random split (the SDF files', duplicates removed) and on the scaffold
+# split, with the experiments' default hyperparameters (`plstm train --help`). Seeds: init and
+# data order; the splits are fixed. One run at a time, one CPU thread each (on the 2-core
+# development machine under a load of about 10: ~20 min per pLSTM run, ~10 min per GIN run).
+# Finished runs are skipped and an interrupted one resumes from its last epoch. Each run's
+# metrics.jsonl, run.json, best/metrics.json, best/config.json (not the weights), the command
+# and the machine are copied to docs/results/solubility/<split>/<model>-seed<seed>/, then the
+# solubility section of docs/results.md and docs/results/solubility/summary.json are rebuilt
+# from those copies.
 # Usage: bash scripts/results_solubility.sh [RUNS_DIR (default runs/solubility)]
+# Environment: SEEDS (default "0 1 2 3 4"), SPLITS (default "random scaffold"), MODELS (default
+# "plstm gin-xu gin-xu-plain"), PYTHON (an interpreter with the project's dependencies; default:
+# scripts/setup.sh's .venv).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup.sh
+if [ -n "${PYTHON:-}" ]; then
+  python="$PYTHON"
+  export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+else
+  bash scripts/setup.sh
+  python=.venv/bin/python
+fi
 runs="${1:-runs/solubility}"
-mkdir -p "$runs"
-for seed in 0 1 2 3 4; do
-  for model in plstm gin; do
-    out="$runs/$model-seed$seed"
-    [ -f "$out/best/metrics.json" ] && continue
-    rm -rf "$out"
-    OMP_NUM_THREADS=1 .venv/bin/plstm train "solubility-$model" --seed "$seed" --out "$out"
+logs=docs/results/solubility
+for seed in ${SEEDS:-0 1 2 3 4}; do
+  for split in ${SPLITS:-random scaffold}; do
+    for model in ${MODELS:-plstm gin-xu gin-xu-plain}; do
+      case "$model" in
+        plstm) args=(solubility-plstm) ;;
+        gin-xu) args=(solubility-gin-xu) ;;
+        gin-xu-plain) args=(solubility-gin-xu --no-edge-features) ;;
+        *) echo "unknown model $model" >&2; exit 2 ;;
+      esac
+      args+=(--split "$split" --seed "$seed")
+      out="$runs/$split/$model-seed$seed"
+      kept="$logs/$split/$model-seed$seed"
+      [ -f "$kept/best_metrics.json" ] && continue
+      load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+      if [ -f "$out/last/state.json" ] && [ -f "$out/command.txt" ]; then
+        # an interrupted run goes on from its last epoch (same weights as an uninterrupted one)
+        OMP_NUM_THREADS=1 "$python" -m training.cli --resume "$out"
+      else
+        rm -rf "$out"
+        mkdir -p "$out"
+        echo "plstm train ${args[*]}" > "$out/command.txt"
+        OMP_NUM_THREADS=1 "$python" -m training.cli "${args[@]}" --out "$out"
+      fi
+      "$python" - "$out/machine.json" "$load_before" <<'EOF'
+import json, os, platform, sys
+
+import torch
+
+cpu = next(
+    (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+    platform.processor(),
+)
+json.dump(
+    {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "threads": 1,
+        "load_average_before": sys.argv[2],
+        "load_average_after": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "torch": torch.__version__,
+    },
+    open(sys.argv[1], "w"),
+    indent=1,
+)
+EOF
+      mkdir -p "$kept"
+      cp "$out/metrics.jsonl" "$out/run.json" "$out/command.txt" "$out/machine.json" "$kept/"
+      cp "$out/best/metrics.json" "$kept/best_metrics.json"
+      cp "$out/best/config.json" "$kept/best_config.json"
+    done
   done
 done
-.venv/bin/python scripts/results_table.py "pLSTM-Graph=$runs/plstm-seed*" "GIN=$runs/gin-seed*" \
-  --json "$runs/summary.json"
+"$python" scripts/results_solubility_section.py

@@ -1,6 +1,7 @@
 """Summarise finished `plstm train` runs as a markdown table: per group of runs, the mean ± std
 (over the runs, sample std) of each split's accuracy (or RMSE) from ``best/metrics.json``, the
-best epoch and the mean training samples/s from ``metrics.jsonl``.
+best epoch and the mean training samples/s from ``metrics.jsonl``. A run is a ``plstm train``
+output folder or a folder of its committed logs (``best_metrics.json`` beside ``metrics.jsonl``).
 
 Usage: python scripts/results_table.py LABEL=GLOB [LABEL=GLOB ...] [--json FILE]
 e.g.   python scripts/results_table.py pLSTM='runs/sol/plstm-seed*' GIN='runs/sol/gin-seed*'
@@ -16,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _best_metrics(run: Path) -> Path | None:
+    for path in (run / "best" / "metrics.json", run / "best_metrics.json"):
+        if path.is_file():
+            return path
+    return None
+
+
 def _run_summary(run: Path) -> dict[str, Any]:
-    metrics = json.loads((run / "best" / "metrics.json").read_text())
+    metrics = json.loads(_best_metrics(run).read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     epochs = [r for r in rows if r.get("event") == "epoch"]
     scores = {}
@@ -54,9 +62,7 @@ def main() -> None:
         label, sep, pattern = group.partition("=")
         if not sep:
             parser.error(f"expected LABEL=GLOB, got {group!r}")
-        runs = sorted(
-            Path(p) for p in glob.glob(pattern) if (Path(p) / "best" / "metrics.json").exists()
-        )
+        runs = sorted(Path(p) for p in glob.glob(pattern) if _best_metrics(Path(p)) is not None)
         if not runs:
             parser.error(f"{label}: no finished runs match {pattern!r}")
         table[label] = [_run_summary(r) for r in runs]

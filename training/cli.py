@@ -181,6 +181,13 @@ GROUPS: dict[str, list[Option]] = {
             _non_negative_float,
             "graph experiments: dropout in blocks and readout (default: 0)",
         ),
+        Option(
+            "--edge-features",
+            _bool,
+            "graph experiments: give the model the bond (edge-label) features; off = plain GIN "
+            "messages for gin-xu (default: on)",
+            boolean=True,
+        ),
     ],
     "data": [
         Option(
@@ -228,9 +235,26 @@ GROUPS: dict[str, list[Option]] = {
             choices=("classification", "regression"),
         ),
         Option(
+            "--split",
+            None,
+            "solubility experiments: random = the SDF files' train / test split with "
+            "duplicates removed, sdf = the same with the duplicates (the split of the shipped "
+            "solubility/1), scaffold = MoleculeNet's Bemis-Murcko scaffold split 80/10/10 of "
+            "both files (default: random)",
+            choices=("random", "sdf", "scaffold"),
+        ),
+        Option(
             "--split-seed",
             _non_negative_int,
             "graph experiments: seed of the stratified train/val(/test) split (default: 0)",
+        ),
+        Option(
+            "--fold",
+            _non_negative_int,
+            "TU experiments: 10-fold cross-validation as in paper D.4: fold K (0..9) of a "
+            "stratified partition is the test set, fold K+1 the validation set, the rest the "
+            "training set (default: one stratified 80/10/10 split)",
+            metavar="K",
         ),
         Option("--tu-root", str, "TU experiments: folder with NAME_A.txt etc.", metavar="DIR"),
         Option("--tu-name", str, "TU experiments: data set NAME (default: the folder's name)"),

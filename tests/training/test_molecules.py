@@ -34,7 +34,7 @@ def test_files_come_from_the_installed_package() -> None:
 
 def test_sizes_classes_and_targets() -> None:
     train, val, test = (SolubilityDataset(s, seed=0) for s in ("train", "val", "test"))
-    assert len(train) + len(val) == 1025
+    assert len(train) + len(val) == 1025 - 8  # duplicates removed (the default scheme)
     assert len(test) == 257
     assert 90 <= len(val) <= 115
     for ds in (train, val, test):
@@ -53,18 +53,21 @@ def test_sizes_classes_and_targets() -> None:
 
 
 def test_split_is_deterministic_stratified_and_disjoint() -> None:
-    a_train, a_val = SolubilityDataset("train", seed=3), SolubilityDataset("val", seed=3)
-    b_val = SolubilityDataset("val", seed=3)
-    c_val = SolubilityDataset("val", seed=4)
-    assert a_val.indices == b_val.indices
-    assert a_val.indices != c_val.indices
-    assert not set(a_train.indices) & set(a_val.indices)
-    assert sorted(a_train.indices + a_val.indices) == list(range(1025))
+    def split(name: str, seed: int) -> SolubilityDataset:
+        return SolubilityDataset(name, seed=seed, scheme="sdf")
+
+    a_train, a_val = split("train", 3), split("val", 3)
+    assert a_val.records == split("val", 3).records
+    assert a_val.records != split("val", 4).records
     records = load_solubility_records("train")
+    position = {id(r): i for i, r in enumerate(records)}
+    train_at = [position[id(r)] for r in a_train.records]
+    val_at = [position[id(r)] for r in a_val.records]
+    assert sorted(train_at + val_at) == list(range(1025))
     for c in range(3):
         total = sum(r.label == c for r in records)
         assert sum(label == c for label in a_val.labels) == round(0.1 * total)
-    big = SolubilityDataset("val", seed=3, val_fraction=0.2)
+    big = SolubilityDataset("val", seed=3, val_fraction=0.2, scheme="sdf")
     assert len(big) == pytest.approx(205, abs=2)
 
 

