@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     max_graphs_per_request: int = Field(
         64, ge=1, description="Most graphs accepted in one predict request."
     )
+    max_explain_patches: int = Field(
+        4096,
+        ge=1,
+        description="Most image patches one explanation (POST /v1/models/{name}/explain) may "
+        "compute gradients for, counting each of its steps + 1 passes: patches x (steps + 1); "
+        "larger requests get 422.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="When set, every request except health and metrics must send it as "

@@ -129,15 +129,10 @@ def bond_features(bond: Chem.Bond) -> list[float]:
     ]
 
 
-def featurize_mol(mol: Chem.Mol) -> MolGraph:
-    """A sanitized RDKit molecule → :class:`MolGraph` (hydrogen atoms removed first)."""
-    if mol is None or not isinstance(mol, Chem.Mol):
-        raise ValueError(f"expected an RDKit molecule, got {type(mol).__name__}")
-    with rdBase.BlockLogs():
-        mol = Chem.RemoveHs(mol)
-    if mol.GetNumAtoms() == 0:
-        raise ValueError("molecule has no heavy atoms")
-    ranks = list(
+def canonical_ranks(mol: Chem.Mol) -> list[int]:
+    """The canonical rank of every atom of ``mol`` (hydrogens already removed): atom i becomes
+    node ``canonical_ranks(mol)[i]`` of its :class:`MolGraph`."""
+    return list(
         Chem.CanonicalRankAtoms(
             mol,
             breakTies=True,
@@ -146,6 +141,17 @@ def featurize_mol(mol: Chem.Mol) -> MolGraph:
             includeAtomMaps=False,
         )
     )
+
+
+def featurize_mol(mol: Chem.Mol) -> MolGraph:
+    """A sanitized RDKit molecule → :class:`MolGraph` (hydrogen atoms removed first)."""
+    if mol is None or not isinstance(mol, Chem.Mol):
+        raise ValueError(f"expected an RDKit molecule, got {type(mol).__name__}")
+    with rdBase.BlockLogs():
+        mol = Chem.RemoveHs(mol)
+    if mol.GetNumAtoms() == 0:
+        raise ValueError("molecule has no heavy atoms")
+    ranks = canonical_ranks(mol)
     order = sorted(range(len(ranks)), key=ranks.__getitem__)  # order[node] = atom index
     x = torch.tensor([atom_features(mol.GetAtomWithIdx(a)) for a in order], dtype=torch.float32)
     edges = []
@@ -164,6 +170,12 @@ def featurize_mol(mol: Chem.Mol) -> MolGraph:
 
 def featurize_smiles(smiles: str) -> MolGraph:
     """SMILES → :class:`MolGraph`. Raises ValueError for anything RDKit cannot parse."""
+    return featurize_mol(mol_from_smiles(smiles))
+
+
+def mol_from_smiles(smiles: str) -> Chem.Mol:
+    """SMILES → a sanitized RDKit molecule. Raises ValueError for anything RDKit cannot
+    parse."""
     if not isinstance(smiles, str):
         raise ValueError(f"smiles: expected a string, got {type(smiles).__name__}")
     if not smiles.strip():
@@ -174,7 +186,7 @@ def featurize_smiles(smiles: str) -> MolGraph:
         raise ValueError(f"invalid SMILES {smiles!r}")
     if mol.GetNumAtoms() == 0:
         raise ValueError(f"SMILES {smiles!r} has no atoms")
-    return featurize_mol(mol)
+    return mol
 
 
 def _is_int(value: Any) -> bool:
@@ -239,7 +251,12 @@ def _parse_bond(k: int, spec: Any, num_atoms: int) -> tuple[int, int, Chem.BondT
 
 
 def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:
-    """Explicit atoms and bonds → :class:`MolGraph`.
+    """Explicit atoms and bonds → :class:`MolGraph` (see :func:`mol_from_graph`)."""
+    return featurize_mol(mol_from_graph(atoms, bonds))
+
+
+def mol_from_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> Chem.Mol:
+    """Explicit atoms and bonds → a sanitized RDKit molecule.
 
     ``atoms``: element symbols or objects ``{"element": "C", "charge": 0, "aromatic": false,
     "hydrogens": 3}`` (all keys but element optional; without ``hydrogens`` RDKit adds
@@ -278,7 +295,7 @@ def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:
     except Exception as err:  # RDKit raises several exception types for chemistry errors
         detail = " ".join(str(err).split())
         raise ValueError(f"atoms/bonds: not a valid molecule ({detail})") from None
-    return featurize_mol(mol)
+    return mol.GetMol()
 
 
 def batch_graphs(
