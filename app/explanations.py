@@ -2,7 +2,7 @@
 one output (:mod:`models.attribution`), computed by the model version's :class:`Explainer`.
 
 An explainer has a batcher of its own that runs one explanation at a time (each one already
-pushes ``steps + 1`` inputs through a forward and a backward pass), with the queue limit and
+pushes ``steps`` inputs through a forward and a backward pass), with the queue limit and
 timeout of the model's inference batcher, and it holds the model's lock while it computes, so
 explanations and inference batches take turns on the model. Explanations never use CUDA
 graphs or ONNX: they need gradients.

@@ -84,6 +84,7 @@ def draw_svg(
     options = drawer.drawOptions()
     options.atomHighlightsAreCircles = True
     options.fillHighlights = True
+    options.useBWAtomPalette()  # element colours would read as contributions
     atoms: list[int] = []
     colours: dict[int, tuple[float, float, float]] = {}
     if weights is not None:

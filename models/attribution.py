@@ -10,13 +10,19 @@ without features) and output f_t,
 summed over the elements of a patch (pixels and channels) or of a node (its features).
 ``steps = 1`` is gradient × (input − baseline), one forward and one backward pass; as
 ``steps`` grows the contributions sum to f_t(x) − f_t(x̄) (completeness). Every point of the
-path and the baseline go through the model as one batch, so the cost is that of a forward
-and backward pass of ``steps + 1`` inputs. Samples must not interact inside the model (eval
-mode: no batch statistics), which holds for every network of :mod:`models`.
+path goes through the model as one batch, so the cost is that of a forward and backward pass
+of ``steps`` inputs, plus a forward pass without gradients of the baseline. Samples must not
+interact inside the model (eval mode: no batch statistics), which holds for every network of
+:mod:`models`. The model's parameters are excluded from the gradient (their ``requires_grad``
+is off while it runs, then restored): the backward pass computes input gradients only, and
+nothing accumulates in ``.grad``. Callers must not use the model from another thread
+meanwhile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +41,19 @@ class Attribution:
     outputs: torch.Tensor
     baseline_outputs: torch.Tensor
     targets: torch.Tensor
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters without ``requires_grad`` for the block, then as they were."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _check_steps(steps: int) -> None:
@@ -87,19 +106,20 @@ def image_patch_contributions(
     delta = images - baseline
     alphas = _alphas(steps, images).reshape(steps, 1, 1, 1, 1)
     points = (baseline + alphas * delta).reshape(steps * b, c, h, w).requires_grad_(True)
-    with torch.enable_grad():
-        outputs = model(torch.cat([points, baseline]))
-        at_input = outputs[(steps - 1) * b : steps * b]
-        targets = _targets(targets, at_input)
-        selected = outputs[: steps * b].reshape(steps, b, -1)
-        selected = selected.gather(2, targets.expand(steps, b).unsqueeze(2))
-        (gradient,) = torch.autograd.grad(selected.sum(), points)
+    with _frozen(model):
+        with torch.no_grad():
+            baseline_outputs = model(baseline)
+        with torch.enable_grad():
+            outputs = model(points).reshape(steps, b, -1)
+            targets = _targets(targets, outputs[-1])
+            selected = outputs.gather(2, targets.expand(steps, b).unsqueeze(2))
+            (gradient,) = torch.autograd.grad(selected.sum(), points)
     pixels = (gradient.reshape(steps, b, c, h, w).mean(0) * delta).sum(1)
     patches = pixels.reshape(b, h // p, p, w // p, p).sum((2, 4))
     return Attribution(
         contributions=patches.detach().float(),
-        outputs=at_input.detach().float(),
-        baseline_outputs=outputs[steps * b :].detach().float(),
+        outputs=outputs[-1].detach().float(),
+        baseline_outputs=baseline_outputs.float(),
         targets=targets,
     )
 
@@ -125,25 +145,28 @@ def graph_node_contributions(
     """
     _check_steps(steps)
     n, f = x.shape
-    copies = steps + 1  # the path points, then the baseline
-    alphas = torch.cat([_alphas(steps, x), x.new_zeros(1)]).reshape(copies, 1, 1)
-    points = (alphas * x).reshape(copies * n, f).requires_grad_(True)
-    node_offsets = torch.arange(copies, device=x.device).mul(n).reshape(copies, 1, 1)
+    attrs = None if edge_attr is None else edge_attr.repeat(steps, 1)
+    points = (_alphas(steps, x).reshape(steps, 1, 1) * x).reshape(steps * n, f)
+    points.requires_grad_(True)
+    node_offsets = torch.arange(steps, device=x.device).mul(n).reshape(steps, 1, 1)
     edges = (edge_index.unsqueeze(0) + node_offsets).permute(1, 0, 2).reshape(2, -1)
-    graph_offsets = torch.arange(copies, device=x.device).mul(num_graphs).reshape(copies, 1)
+    graph_offsets = torch.arange(steps, device=x.device).mul(num_graphs).reshape(steps, 1)
     batches = (batch.unsqueeze(0) + graph_offsets).reshape(-1)
-    attrs = None if edge_attr is None else edge_attr.repeat(copies, 1)
-    with torch.enable_grad():
-        outputs = model(points, edges, batches, num_graphs=copies * num_graphs, edge_attr=attrs)
-        outputs = outputs.reshape(copies, num_graphs, -1)
-        at_input = outputs[steps - 1]
-        targets = _targets(targets, at_input)
-        selected = outputs[:steps].gather(2, targets.expand(steps, num_graphs).unsqueeze(2))
-        (gradient,) = torch.autograd.grad(selected.sum(), points)
-    nodes = (gradient.reshape(copies, n, f)[:steps].mean(0) * x).sum(1)
+    with _frozen(model):
+        with torch.no_grad():
+            baseline_outputs = model(
+                torch.zeros_like(x), edge_index, batch, num_graphs=num_graphs, edge_attr=edge_attr
+            )
+        with torch.enable_grad():
+            outputs = model(points, edges, batches, num_graphs=steps * num_graphs, edge_attr=attrs)
+            outputs = outputs.reshape(steps, num_graphs, -1)
+            targets = _targets(targets, outputs[-1])
+            selected = outputs.gather(2, targets.expand(steps, num_graphs).unsqueeze(2))
+            (gradient,) = torch.autograd.grad(selected.sum(), points)
+    nodes = (gradient.reshape(steps, n, f).mean(0) * x).sum(1)
     return Attribution(
         contributions=nodes.detach().float(),
-        outputs=at_input.detach().float(),
-        baseline_outputs=outputs[steps].detach().float(),
+        outputs=outputs[-1].detach().float(),
+        baseline_outputs=baseline_outputs.float(),
         targets=targets,
     )

@@ -152,8 +152,9 @@ async def _read_molecule(request: Request, settings: Settings) -> Molecule:
     "do and answers, with the predictions, the contribution of every image patch or atom to "
     "one output (`target`): gradient × (input − baseline), or integrated gradients with "
     "`steps` > 1. The baseline is a blank white image, or the molecule with featureless "
-    "atoms. Costs a forward and a backward pass of steps + 1 inputs; images may cover at "
-    "most PLSTM_MAX_EXPLAIN_PATCHES patches × (steps + 1). Molecule answers carry an RDKit "
+    "atoms. Costs a forward and a backward pass of `steps` inputs and a forward pass of the "
+    "baseline; images may cover at most PLSTM_MAX_EXPLAIN_PATCHES patches × (steps + 1). "
+    "Molecule answers carry an RDKit "
     "drawing with the atoms coloured.",
     openapi_extra={"requestBody": _REQUEST_BODY},
 )

@@ -109,6 +109,7 @@ async function run(blob, filename) {
   const steps = byId("image-steps").value;
   say("image-status", `Asking ${model.name}…`);
   showError("image-error", null);
+  delete byId("image-view").dataset.overlay;
   const bitmapPromise = createImageBitmap(blob);
   const [classified, explained, bitmap] = await Promise.allSettled([
     postImage(modelUrl(model.name, "classify", { path, resize, top_k: topK(model) }), blob, filename),

@@ -74,6 +74,7 @@ async function predict(smiles) {
   const path = byId("molecule-path").value || "auto";
   say("molecule-status", `Asking ${model.name}…`);
   showError("molecule-error", null);
+  delete byId("molecule-drawing").dataset.coloured;
   const [predicted, explained] = await Promise.allSettled([
     postJson(modelUrl(model.name, "predict", { path }), { graphs: [{ smiles }] }).then((r) =>
       r.json(),

@@ -97,10 +97,13 @@ def test_outputs_are_those_of_the_input_and_of_the_baseline() -> None:
     torch.testing.assert_close(result.baseline_outputs, model(torch.ones_like(images)).detach())
 
 
-def test_the_model_keeps_no_gradients() -> None:
+def test_the_model_keeps_no_gradients_and_its_flags() -> None:
     model = LinearImage()
     image_patch_contributions(model, _images(), WHITE, PATCH)
-    assert model.weight.grad is None
+    assert model.weight.grad is None and model.weight.requires_grad
+    model.weight.requires_grad_(False)
+    image_patch_contributions(model, _images(), WHITE, PATCH)
+    assert not model.weight.requires_grad
 
 
 @pytest.mark.parametrize(
