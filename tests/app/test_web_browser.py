@@ -64,7 +64,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with running_server(SHIPPED_MODELS) as base:
+    with running_server(SHIPPED_MODELS, PLSTM_WARMUP="false") as base:  # ready in seconds
         yield base
 
 
