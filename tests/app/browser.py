@@ -21,6 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODELS = ROOT / "model_repository"
 ARROW_IMAGE = ROOT / "examples" / "arrow-pointing.png"
+ARROW_192 = ROOT / "examples" / "arrow-not-pointing-192px.png"
 CHROMIUM = Path(os.environ.get("PLSTM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless",

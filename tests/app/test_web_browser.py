@@ -19,6 +19,7 @@ import pytest
 
 from tests.app.browser import (
     ANSWER_TIMEOUT_MS,
+    ARROW_192,
     ARROW_AND_CIRCLE,
     ARROW_IMAGE,
     CHROMIUM,
@@ -133,15 +134,31 @@ def test_an_uploaded_image_gets_its_classes_and_the_overlay(page: Any, server: s
     assert coloured_pixels(page, "#image-view") == {**with_overlay, "red": 0, "blue": 0}
 
 
-def test_native_resize_and_integrated_gradients_are_chosen_on_the_page(
-    page: Any, server: str
-) -> None:
+def test_resize_and_explanation_are_chosen_on_the_page(page: Any, server: str) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     open_page(page, server)
     page.select_option("#image-resize", "native")
-    page.select_option("#image-steps", "16")
-    upload_image(page, ARROW_IMAGE)
-    assert "integrated gradients, 16 steps" in page.inner_text("#overlay-caption")
-    assert _texts(page, "#image-predictions .label")[0] == "pointing"
+    page.select_option("#image-steps", "8")
+    upload_image(page, ARROW_192)
+    # 24 x 24 patches x 9 passes is over the explanation limit: the classes still come
+    assert _texts(page, "#image-predictions .label")[0] == "not_pointing"
+    assert page.inner_text("#explain-error") == (
+        "422 image: 576 patches x (steps 8 + 1) exceed the limit of 4096 patches per "
+        "explanation: use resize=model or fewer steps"
+    )
+    assert page.get_attribute("#image-view", "data-overlay") == "none"
+    page.select_option("#image-steps", "1")  # a change asks again
+    wait_for_image_answer(page)
+    assert page.is_hidden("#explain-error")
+    assert "(gradient × input)" in page.inner_text("#overlay-caption")
+    page.select_option("#image-resize", "model")
+    page.select_option("#image-steps", "8")
+    wait_for_image_answer(page)
+    assert "(integrated gradients, 8 steps)" in page.inner_text("#overlay-caption")
+    explain = [url.split("?", 1)[1] for url in requested if "/explain?" in url]
+    assert explain[0] == "path=auto&resize=native&steps=8"
+    assert explain[-1] == "path=auto&resize=model&steps=8"
 
 
 def test_a_drawing_is_classified(page: Any, server: str) -> None:
