@@ -169,8 +169,13 @@ async def explain(
     if not isinstance(runtime, RemoteRuntime):
         return await explainers.get(runtime).explain(request)
     entry = runtime.entry
-    meta = {"m": entry.name, "v": entry.version, "p": request.path, "s": request.steps}
-    meta["c"] = request.target
+    meta = {
+        "m": entry.name,
+        "v": entry.version,
+        "p": request.path,
+        "s": request.steps,
+        "c": request.target,
+    }
     item = request.input
     tensors = [item] if isinstance(item, torch.Tensor) else graph_tensors([item])
     start = time.perf_counter()

@@ -5,8 +5,9 @@ Run from the repository root, on as many cores as the target machine has::
 
     taskset -c 0,1 python3 bench/bench_explain.py --threads 2 --out docs/benchmarks
 
-The app (``create_app``, device cpu, warm-up on) serves ``model_repository/``; each case is
-sent ``--warmup`` times, then ``--repeats`` times one after the other: the median and the 90th
+The app (``create_app``, device cpu, warm-up on) serves ``model_repository/``; the cases are
+sent in rounds, each case once per round (``--warmup`` rounds, then ``--repeats`` measured), so
+that a change of the machine's load slows all of them alike: the median and the 90th
 percentile of the server's ``timings.total_ms`` (request received → answer) and of its
 ``inference_ms`` (the model call: for explanations the forward and backward pass of steps + 1
 inputs). A markdown table goes to stdout and ``<out>/explain_cpu.md``, every sample to
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +74,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(client: TestClient, url: str, kwargs: dict[str, Any], warmup: int, repeats: int):
+def send(client: TestClient, url: str, kwargs: dict[str, Any]) -> dict[str, float]:
+    """One request; the server's timings of it."""
     headers = PNG if "content" in kwargs else {}
-    samples = []
-    for i in range(warmup + repeats):
-        response = client.post(url, headers=headers, **kwargs)
-        response.raise_for_status()
-        if i >= warmup:
-            samples.append(response.json()["timings"])
-    return samples
+    response = client.post(url, headers=headers, **kwargs)
+    response.raise_for_status()
+    return response.json()["timings"]
 
 
 def main() -> None:
@@ -92,17 +91,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = Settings(model_repository=ROOT / "model_repository", device="cpu")
-    rows, results = [], []
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in CASES}
     with TestClient(create_app(settings)) as client:
-        for name, url, kwargs in CASES:
-            samples = measure(client, url, kwargs, args.warmup, args.repeats)
-            total = [s["total_ms"] for s in samples]
-            inference = [s["inference_ms"] for s in samples]
-            results.append({"case": name, "url": url, "timings": samples})
-            rows.append(
-                f"| {name} | {statistics.median(total):.1f} | {_percentile(total, 0.9):.1f} "
-                f"| {statistics.median(inference):.1f} |"
-            )
+        # round by round, every case once per round: a machine whose load changes meanwhile
+        # slows every case alike, so the cases stay comparable
+        for round_ in range(args.warmup + args.repeats):
+            for name, url, kwargs in CASES:
+                timings = send(client, url, kwargs)
+                if round_ >= args.warmup:
+                    samples[name].append(timings)
+    rows, results = [], []
+    for name, url, _ in CASES:
+        total = [s["total_ms"] for s in samples[name]]
+        inference = [s["inference_ms"] for s in samples[name]]
+        results.append({"case": name, "url": url, "timings": samples[name]})
+        rows.append(
+            f"| {name} | {statistics.median(total):.1f} | {_percentile(total, 0.9):.1f} "
+            f"| {statistics.median(inference):.1f} |"
+        )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
         f"affinity {sorted(os.sched_getaffinity(0))}, torch {torch.__version__} with "
@@ -119,7 +125,11 @@ def main() -> None:
     print(machine)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "explain_cpu.md").write_text(f"{machine}\n\n{table}\n")
+    command = " ".join(["python3 bench/bench_explain.py", *sys.argv[1:]])
+    (args.out / "explain_cpu.md").write_text(
+        f"# Explanation cost on a CPU\n\n`{command}` (repository root, `PYTHONPATH=$PWD`)\n\n"
+        f"{machine}\n\n{table}\n"
+    )
     (args.out / "explain_cpu.json").write_text(
         json.dumps(
             {"machine": machine, "args": vars(args) | {"out": str(args.out)}, "results": results},
