@@ -35,6 +35,7 @@ from app.engine_protocol import (
     CANCEL,
     CLASSIFY,
     ERROR,
+    EXPLAIN,
     HELLO,
     METRICS,
     METRICS_TEXT,
@@ -47,6 +48,7 @@ from app.engine_protocol import (
     read_message,
 )
 from app.errors import ApiError, unavailable
+from app.explanations import Explainers, answer_explain_message
 from app.inference import ModelRuntime, build_runtimes
 from app.metrics import Metrics
 from app.repository import ModelRepository
@@ -86,6 +88,7 @@ class EngineServer:
         self.runtimes = runtimes
         self.hello = hello
         self.metrics = metrics
+        self.explainers = Explainers()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task] = set()
@@ -111,6 +114,7 @@ class EngineServer:
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(r.batcher.drain() for r in self.runtimes.values()))
+        await self.explainers.drain()
         while tasks := [t for c in self._connections for t in c.tasks.values()]:
             await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(self._connections):
@@ -150,7 +154,7 @@ class EngineServer:
             )
 
     def _dispatch(self, conn: _Connection, msg: Message) -> None:
-        if msg.kind in (CLASSIFY, PREDICT):
+        if msg.kind in (CLASSIFY, PREDICT, EXPLAIN):
             conn.requests += 1
             task = asyncio.create_task(self._infer(conn, msg))
             conn.tasks[msg.rid] = task
@@ -171,12 +175,15 @@ class EngineServer:
             runtime = self.runtimes.get((name, version))
             if runtime is None:
                 raise unavailable(f"model {name!r} version {version} is not served by the engine")
-            if msg.kind == CLASSIFY:
-                (image,) = msg.tensors
-                outcome = await runtime.classify(image, path)
+            if msg.kind == EXPLAIN:
+                reply = await answer_explain_message(self.explainers, runtime, msg)
             else:
-                outcome = await runtime.predict(graphs_from_tensors(msg.tensors), path)
-            reply = encode(RESULT, msg.rid, {"i": outcome.inference_s}, [outcome.outputs])
+                if msg.kind == CLASSIFY:
+                    (image,) = msg.tensors
+                    outcome = await runtime.classify(image, path)
+                else:
+                    outcome = await runtime.predict(graphs_from_tensors(msg.tensors), path)
+                reply = encode(RESULT, msg.rid, {"i": outcome.inference_s}, [outcome.outputs])
         except Exception as exc:
             if not isinstance(exc, _EXPECTED):
                 logger.error("request failed in the inference engine", exc_info=exc)

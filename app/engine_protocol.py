@@ -44,7 +44,11 @@ METRICS = 7
 """worker → engine: asks for the engine's metric families."""
 METRICS_TEXT = 8
 """engine → worker: meta ``{"text": Prometheus exposition}``."""
-KINDS = frozenset(range(HELLO, METRICS_TEXT + 1))
+EXPLAIN = 9
+"""worker → engine: meta ``{"m", "v", "p", "s": steps, "c": target or null}``, tensors
+``[image]`` or one graph's x, edge_index, edge_attr; answered ``RESULT`` with meta
+``{"i", "c": explained output}`` and tensors contributions, outputs, baseline outputs."""
+KINDS = frozenset(range(HELLO, EXPLAIN + 1))
 
 _LENGTH = struct.Struct("!I")
 _BODY = struct.Struct("!BQI")

@@ -35,13 +35,14 @@ from app.draining import Drain, DrainMiddleware, drain_timeout_s, draining_on_si
 from app.engine_client import EngineClient, RemoteRuntimes, engine_lifespan
 from app.engine_entries import RemoteRepository
 from app.errors import install_error_handlers
+from app.explanations import Explainers
 from app.inference import build_runtimes
 from app.logging import RequestIdMiddleware, install_request_id_factory
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.openapi import install_openapi
 from app.repository import ModelRepository
-from app.routes import ops, v1, v2
+from app.routes import explain, ops, v1, v2, web
 from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
 
@@ -105,6 +106,7 @@ async def inline_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.draining = True
         logger.info("shutting down: draining %d batcher(s)", len(runtimes))
         await asyncio.gather(*(r.batcher.drain() for r in runtimes.values()))
+        await app.state.explainers.drain()
         logger.info("drained")
 
 
@@ -157,6 +159,7 @@ def create_app(
         app.state.engine = EngineClient(engine_socket, engine_pid)
         app.state.repository = RemoteRepository(settings.model_repository)
         app.state.runtimes = RemoteRuntimes(app.state.engine)
+    app.state.explainers = Explainers()
     app.state.ready = False
     app.state.draining = False
     app.state.drain_on_signals = drain_on_signals
@@ -166,6 +169,8 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(v2.health_router)
     app.include_router(ops.router)
+    app.include_router(explain.router)
+    app.include_router(web.router)
     install_docs(app)
     install_openapi(app)
     # added innermost first: request id (outermost) → security headers → metrics → drain →

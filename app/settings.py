@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="Most open connections (or requests in progress) per worker process; "
         "beyond it new requests get 503 with Retry-After.",
     )
+    max_explain_patches: int = Field(
+        4096,
+        ge=1,
+        description="Most image patches one explanation (POST /v1/models/{name}/explain) may "
+        "compute gradients for, counting each of its steps + 1 passes: patches x (steps + 1); "
+        "larger requests get 422.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="When set, every request except health and metrics must send it as "

@@ -140,11 +140,10 @@ def bond_features(bond: Chem.Bond) -> list[float]:
     ]
 
 
-def _graph_of(mol: Chem.Mol) -> MolGraph:
-    """A sanitized molecule without hydrogen atoms → :class:`MolGraph` (canonical order)."""
-    if mol.GetNumAtoms() == 0:
-        raise ValueError("molecule has no heavy atoms")
-    ranks = list(
+def canonical_ranks(mol: Chem.Mol) -> list[int]:
+    """The canonical rank of every atom of ``mol`` (hydrogens already removed): atom i becomes
+    node ``canonical_ranks(mol)[i]`` of its :class:`MolGraph`."""
+    return list(
         Chem.CanonicalRankAtoms(
             mol,
             breakTies=True,
@@ -153,6 +152,13 @@ def _graph_of(mol: Chem.Mol) -> MolGraph:
             includeAtomMaps=False,
         )
     )
+
+
+def _graph_of(mol: Chem.Mol) -> MolGraph:
+    """A sanitized molecule without hydrogen atoms → :class:`MolGraph` (canonical order)."""
+    if mol.GetNumAtoms() == 0:
+        raise ValueError("molecule has no heavy atoms")
+    ranks = canonical_ranks(mol)
     order = sorted(range(len(ranks)), key=ranks.__getitem__)  # order[node] = atom index
     x = torch.tensor([atom_features(mol.GetAtomWithIdx(a)) for a in order], dtype=torch.float32)
     edges = []
@@ -251,14 +257,24 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     return mol
 
 
+def _sanitized_smiles_mol(mol: Chem.Mol, smiles: str) -> Chem.Mol:
+    try:
+        return _sanitized_without_hs(mol)
+    except ValueError:
+        raise ValueError(f"invalid SMILES {shown_smiles(smiles)}") from None
+
+
 def smiles_mol_graph(mol: Chem.Mol, smiles: str) -> MolGraph:
     """A molecule from :func:`parse_smiles` (of ``smiles``, named in errors) → :class:`MolGraph`:
     hydrogens folded, sanitized, ranked, featurized."""
-    try:
-        sanitized = _sanitized_without_hs(mol)
-    except ValueError:
-        raise ValueError(f"invalid SMILES {shown_smiles(smiles)}") from None
-    return _graph_of(sanitized)
+    return _graph_of(_sanitized_smiles_mol(mol, smiles))
+
+
+def mol_from_smiles(smiles: str) -> Chem.Mol:
+    """SMILES → a sanitized RDKit molecule without hydrogen atoms (atom i is node
+    ``canonical_ranks(mol)[i]`` of :func:`featurize_smiles`). ValueError for anything RDKit
+    cannot parse."""
+    return _sanitized_smiles_mol(parse_smiles(smiles), smiles)
 
 
 def featurize_smiles(smiles: str) -> MolGraph:
@@ -362,14 +378,23 @@ def build_mol(atoms: Sequence[Any], bonds: Sequence[Any]) -> Chem.RWMol:
     return mol
 
 
+def _sanitized_built_mol(mol: Chem.Mol) -> Chem.Mol:
+    try:
+        return _sanitized_without_hs(mol)
+    except ValueError as err:
+        raise ValueError(f"atoms/bonds: not a valid molecule ({err})") from None
+
+
 def built_mol_graph(mol: Chem.Mol) -> MolGraph:
     """A molecule from :func:`build_mol` → :class:`MolGraph`: hydrogens folded, sanitized,
     ranked, featurized."""
-    try:
-        sanitized = _sanitized_without_hs(mol)
-    except ValueError as err:
-        raise ValueError(f"atoms/bonds: not a valid molecule ({err})") from None
-    return _graph_of(sanitized)
+    return _graph_of(_sanitized_built_mol(mol))
+
+
+def mol_from_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> Chem.Mol:
+    """Explicit atoms and bonds (as :func:`featurize_graph` takes them) → a sanitized RDKit
+    molecule without hydrogen atoms. ValueError naming the offending field."""
+    return _sanitized_built_mol(build_mol(atoms, bonds))
 
 
 def featurize_graph(atoms: Sequence[Any], bonds: Sequence[Any]) -> MolGraph:

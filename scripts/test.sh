@@ -5,5 +5,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 bash deploy/tools/install-ci-tools.sh  # promtool and nginx for tests/deploy (from Debian)
+bash scripts/install-browser.sh  # chromium for the web page's browser tests (from Debian)
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -n "${PLSTM_TEST_WORKERS:-2}" "$@"

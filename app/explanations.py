@@ -1,0 +1,214 @@
+"""Explanations of a served model's answer: how much each image patch or atom contributes to
+one output (:mod:`models.attribution`), computed by the model version's :class:`Explainer`.
+
+An explainer has a batcher of its own that runs one explanation at a time (each one already
+pushes ``steps`` inputs through a forward and a backward pass), with the queue limit and
+timeout of the model's inference batcher, and it holds the model's lock while it computes, so
+explanations and inference batches take turns on the model. Explanations never use CUDA
+graphs or ONNX: they need gradients.
+
+In process mode (``PLSTM_ENGINE=process``) the explainers live in the engine process: a
+worker sends an ``EXPLAIN`` message (:func:`explain`), which the engine answers through
+:func:`answer_explain_message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app.batching import Batcher
+from app.engine_client import RemoteRuntime
+from app.engine_protocol import EXPLAIN, RESULT, Message, encode, graph_tensors, graphs_from_tensors
+from app.images import WHITE
+from app.inference import InferenceFailed, ModelRuntime
+from models.attribution import Attribution, graph_node_contributions, image_patch_contributions
+from models.graph import PLSTMGraph
+from models.molecule_features import MolGraph, batch_graphs
+from models.vision import PLSTMVision
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """One explanation: ``input`` (image ``[C,H,W]`` model input, or one molecule graph), the
+    explicit torch ``path`` (parallel, recurrent or chunkwise), ``steps`` of integrated
+    gradients and the explained output index ``target`` (None: the largest output)."""
+
+    input: torch.Tensor | MolGraph
+    path: str
+    steps: int
+    target: int | None
+
+
+@dataclass(frozen=True)
+class Explained:
+    """``contributions`` ``[X,Y]`` per patch or ``[N]`` per graph node (canonical atom order);
+    ``outputs`` ``[K]`` at the input and ``baseline_outputs`` ``[K]`` at the baseline; the
+    explained output ``target``; ``inference_s`` the time of the computation, ``queue_s`` the
+    time waiting before it."""
+
+    contributions: torch.Tensor
+    outputs: torch.Tensor
+    baseline_outputs: torch.Tensor
+    target: int
+    inference_s: float
+    queue_s: float
+
+
+class Explainer:
+    """Computes the explanations of one model version (a runtime of an image or graph
+    model), one at a time, through its own batcher."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.entry = runtime.entry
+        self.spec = runtime.spec
+        inference = runtime.batcher
+        self.batcher = Batcher(
+            self._run_batch,
+            max_batch_size=1,
+            max_delay_ms=0.0,
+            max_queue_size=inference.max_queue_size,
+            timeout_s=inference.timeout_s,
+            model=self.entry.name,
+        )
+        self.baseline: torch.Tensor | None = None
+        if self.spec is not None:  # the model input of a blank (white) image: [C,1,1]
+            white = torch.full((self.spec.channels, 1, 1), WHITE, dtype=torch.uint8)
+            self.baseline = self.spec.normalize(white)
+
+    async def explain(self, request: ExplainRequest) -> Explained:
+        start = time.perf_counter()
+        attribution, seconds = await self.batcher.submit(request, request.path)
+        waited = time.perf_counter() - start
+        return Explained(
+            contributions=attribution.contributions[0]
+            if self.entry.kind == "image"
+            else attribution.contributions,
+            outputs=attribution.outputs[0],
+            baseline_outputs=attribution.baseline_outputs[0],
+            target=int(attribution.targets[0]),
+            inference_s=seconds,
+            queue_s=max(0.0, waited - seconds),
+        )
+
+    def _run_batch(self, key: Hashable, items: list[ExplainRequest]) -> list[Any]:
+        (request,) = items
+        start = time.perf_counter()
+        try:
+            attribution = self._attribute(request)
+        except (ValueError, RuntimeError) as exc:
+            return [InferenceFailed(exc)]
+        return [(attribution, time.perf_counter() - start)]
+
+    def _attribute(self, request: ExplainRequest) -> Attribution:
+        entry, model = self.entry, self.entry.model
+        if model is None:
+            raise RuntimeError(f"model {entry.name!r} version {entry.version} is not loaded")
+        dtype = next(model.parameters()).dtype
+        targets = None if request.target is None else torch.tensor([request.target])
+        with entry.lock:
+            if isinstance(model, PLSTMVision | PLSTMGraph):
+                model.set_method(request.path)
+            if isinstance(request.input, torch.Tensor):
+                assert self.baseline is not None and self.spec is not None
+                return image_patch_contributions(
+                    model,
+                    request.input.unsqueeze(0).to(entry.device, dtype=dtype),
+                    self.baseline.to(entry.device, dtype=dtype),
+                    self.spec.patch_size,
+                    targets,
+                    request.steps,
+                )
+            graph = request.input
+            if graph.num_node_features != model.num_node_features:
+                raise ValueError(
+                    f"the graph has {graph.num_node_features} node features, model "
+                    f"{entry.name!r} expects {model.num_node_features}"
+                )
+            x, edge_index, edge_attr, batch = batch_graphs([graph])
+            return graph_node_contributions(
+                model,
+                x.to(entry.device, dtype=dtype),
+                edge_index.to(entry.device),
+                batch.to(entry.device),
+                1,
+                edge_attr.to(entry.device, dtype=dtype) if model.num_edge_features else None,
+                targets,
+                request.steps,
+            )
+
+
+class Explainers:
+    """The explainer of every model version, made on first use."""
+
+    def __init__(self) -> None:
+        self._explainers: dict[tuple[str, int], Explainer] = {}
+
+    def get(self, runtime: ModelRuntime) -> Explainer:
+        key = (runtime.entry.name, runtime.entry.version)
+        explainer = self._explainers.get(key)
+        if explainer is None or explainer.entry is not runtime.entry:
+            explainer = self._explainers[key] = Explainer(runtime)
+        return explainer
+
+    async def drain(self) -> None:
+        """Finish every queued and running explanation; refuse new ones."""
+        await asyncio.gather(*(e.batcher.drain() for e in self._explainers.values()))
+
+
+async def explain(
+    explainers: Explainers, runtime: ModelRuntime | RemoteRuntime, request: ExplainRequest
+) -> Explained:
+    """The explanation of ``request`` by ``runtime``'s model: computed here, or by the engine
+    process when ``runtime`` is a :class:`RemoteRuntime`."""
+    if not isinstance(runtime, RemoteRuntime):
+        return await explainers.get(runtime).explain(request)
+    entry = runtime.entry
+    meta = {
+        "m": entry.name,
+        "v": entry.version,
+        "p": request.path,
+        "s": request.steps,
+        "c": request.target,
+    }
+    item = request.input
+    tensors = [item] if isinstance(item, torch.Tensor) else graph_tensors([item])
+    start = time.perf_counter()
+    reply = await runtime.client.request(EXPLAIN, meta, tensors, runtime.timeout_s)
+    contributions, outputs, baseline_outputs = reply.tensors
+    inference_s = float(reply.meta["i"])
+    return Explained(
+        contributions=contributions,
+        outputs=outputs,
+        baseline_outputs=baseline_outputs,
+        target=int(reply.meta["c"]),
+        inference_s=inference_s,
+        queue_s=max(0.0, time.perf_counter() - start - inference_s),
+    )
+
+
+async def answer_explain_message(
+    explainers: Explainers, runtime: ModelRuntime, msg: Message
+) -> bytes:
+    """The engine's ``RESULT`` frame for the ``EXPLAIN`` message ``msg`` (the exceptions of
+    :meth:`Explainer.explain` propagate)."""
+    if runtime.entry.kind == "image":
+        (item,) = msg.tensors
+    else:
+        (item,) = graphs_from_tensors(msg.tensors)
+    target = msg.meta.get("c")
+    request = ExplainRequest(
+        input=item,
+        path=str(msg.meta["p"]),
+        steps=int(msg.meta["s"]),
+        target=None if target is None else int(target),
+    )
+    explained = await explainers.get(runtime).explain(request)
+    meta = {"i": explained.inference_s, "c": explained.target}
+    tensors = [explained.contributions, explained.outputs, explained.baseline_outputs]
+    return encode(RESULT, msg.rid, meta, tensors)
