@@ -168,7 +168,10 @@ class DrawRequest(GraphInput):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"smiles": "c1ccccc1O", "weights": [0, 0, 0, 0, 0, 0, 1]}]},
+        json_schema_extra={
+            **GraphInput.model_config["json_schema_extra"],  # exactly one molecule form
+            "examples": [{"smiles": "c1ccccc1O", "weights": [0, 0, 0, 0, 0, 0, 1]}],
+        },
     )
     weights: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
         default=None,

@@ -18,7 +18,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.Draw import rdMolDraw2D
 
 from app.molecules import InvalidGraph, featurize_input
-from app.schemas import GraphInput
+from app.schemas import GraphInput, MoleculeLimits
 from models.molecule_features import MolGraph, canonical_ranks, mol_from_graph, mol_from_smiles
 
 POSITIVE = (214 / 255, 39 / 255, 40 / 255)
@@ -43,12 +43,12 @@ class Molecule:
         return Chem.MolToSmiles(self.mol)
 
 
-def molecule_from_input(graph: GraphInput, *, max_atoms: int | None = None) -> Molecule:
+def molecule_from_input(graph: GraphInput, limits: MoleculeLimits | None = None) -> Molecule:
     """One validated request molecule (a request body of its own) → :class:`Molecule`;
     :class:`InvalidGraph` (422) names the field (``smiles: invalid SMILES 'C1CC'``) for
-    anything that is not a molecule or exceeds ``max_atoms``."""
+    anything that is not a molecule or exceeds ``limits`` (None: no limits)."""
     try:
-        featurized = featurize_input(graph, "", max_atoms=max_atoms)
+        featurized = featurize_input(graph, "", limits)
     except InvalidGraph as exc:
         raise InvalidGraph(exc.message.removeprefix(".")) from None
     if graph.smiles is not None:

@@ -30,10 +30,11 @@ from app.explanations import Explained, ExplainRequest, explain
 from app.images import decodes_quickly, load_image
 from app.inference import ModelRuntime
 from app.molecule_drawing import Molecule, draw_svg, molecule_from_input
+from app.molecules import molecule_limits
 from app.openapi import error_responses
 from app.repository import ModelEntry
-from app.routes import find_runtime, inflight, resolve_path
-from app.routes.v1 import _labels, _ranked, _read_image
+from app.routes import ModelName, VersionQuery, find_runtime, inflight, resolve_path
+from app.routes.v1 import CLASSIFY_BODY, _labels, _ranked, _read_image
 from app.schemas import (
     GraphInput,
     ImageSize,
@@ -56,20 +57,7 @@ _REQUEST_BODY: dict[str, Any] = {
     "raw image body (PNG, JPEG, WebP, BMP). Molecule models: one molecule as JSON, "
     '`{"smiles": "CCO"}` or `{"atoms": [...], "bonds": [[0, 1, 1]]}`.',
     "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "PNG, JPEG, WebP or BMP file.",
-                    }
-                },
-            }
-        },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        **CLASSIFY_BODY["requestBody"]["content"],
         "application/json": {
             "schema": {"$ref": "#/components/schemas/GraphInput"},
             "example": {"smiles": "c1ccccc1O"},
@@ -142,7 +130,7 @@ async def _read_molecule(request: Request, settings: Settings) -> Molecule:
         graph = GraphInput.model_validate_json(await request.body())
     except ValidationError as exc:
         raise ApiError(422, validation_error_message(exc.errors())) from None
-    read = partial(molecule_from_input, graph, max_atoms=settings.max_atoms)
+    read = partial(molecule_from_input, graph, molecule_limits(settings))
     return await anyio.to_thread.run_sync(read)
 
 
@@ -162,13 +150,15 @@ async def _read_molecule(request: Request, settings: Settings) -> Molecule:
 )
 async def explain_route(
     request: Request,
-    name: str,
+    name: ModelName,
     settings: SettingsDep,
     target: Annotated[
         str | None,
         Query(
+            min_length=1,
+            max_length=255,
             description="Output to explain: a label or an output index. Default: the "
-            "predicted class (classification), the first output (regression)."
+            "predicted class (classification), the first output (regression).",
         ),
     ] = None,
     path: Annotated[
@@ -188,7 +178,7 @@ async def explain_route(
             description="1: gradient × input; more: integrated gradients with this many points.",
         ),
     ] = 1,
-    version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
+    version: VersionQuery = None,
 ) -> ImageExplanation | MoleculeExplanation:
     start = time.perf_counter()
     runtime = find_runtime(request, name, version)
@@ -318,7 +308,7 @@ def _molecule_explanation(
 )
 async def draw_molecule(body: DrawRequest, settings: SettingsDep) -> Response:
     def render() -> str:
-        molecule = molecule_from_input(body, max_atoms=settings.max_atoms)
+        molecule = molecule_from_input(body, molecule_limits(settings))
         try:
             return draw_svg(molecule.mol, body.weights, width=body.width, height=body.height)
         except ValueError as exc:

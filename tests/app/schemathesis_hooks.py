@@ -11,7 +11,9 @@ server must accept:
   names stay, and are answered 404), a version that exists, and an inference path that model
   offers;
 - molecule bodies hold valid molecules (SMILES, or the same molecules as atoms and bonds), and
-  OIP tensors hold as many elements as their shape says, of the model's input.
+  OIP tensors hold as many elements as their shape says, of the model's input;
+- explanations name a model that takes their body (an image model for image bodies, a molecule
+  model for JSON) and an output index it has; drawings carry no weights.
 
 Negative cases are left alone: the server must reject them.
 """
@@ -129,6 +131,18 @@ def map_case(context: Any, case: Any) -> Any:
             case.query["path"] = _pick(case.query["path"], PATHS[served[0]])
     if route.endswith("/predict") and isinstance(case.body, dict):
         case.body = {"graphs": [_molecule(g) for g in case.body.get("graphs") or [{}]]}
+    elif route.endswith("/explain"):
+        molecule = case.media_type == "application/json"
+        params["name"] = _model(params.get("name"), GRAPH_MODELS if molecule else IMAGE_MODELS)
+        if molecule:
+            case.body = _molecule(case.body)
+        if "path" in case.query:
+            case.query["path"] = _pick(case.query["path"], PATHS.get(params["name"], ("auto",)))
+        if "target" in case.query:
+            case.query["target"] = "0"
+    elif route == "/v1/molecules/draw" and isinstance(case.body, dict):
+        sizes = {k: case.body[k] for k in ("width", "height") if k in case.body}
+        case.body = {**_molecule(case.body), **sizes}
     elif route.endswith("/infer"):
         params["name"] = _model(params.get("name"), IMAGE_MODELS + GRAPH_MODELS)
         if params["name"] in OUTPUTS:

@@ -16,7 +16,7 @@ from app.molecule_drawing import (
     weight_colour,
 )
 from app.molecules import InvalidGraph
-from app.schemas import GraphInput
+from app.schemas import GraphInput, MoleculeLimits
 from models.molecule_features import atom_features, featurize_smiles
 
 
@@ -56,7 +56,7 @@ def test_bad_molecules_name_the_field(
     graph: GraphInput, max_atoms: int | None, message: str
 ) -> None:
     with pytest.raises(InvalidGraph) as info:
-        molecule_from_input(graph, max_atoms=max_atoms)
+        molecule_from_input(graph, MoleculeLimits.derived(max_atoms=max_atoms))
     assert info.value.message == message
 
 

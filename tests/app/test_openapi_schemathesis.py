@@ -69,7 +69,7 @@ def test_no_failure(report: tuple[dict[str, Any], str]) -> None:
 def test_every_operation_and_phase_ran(report: tuple[dict[str, Any], str]) -> None:
     result, _ = report
     operations = result["operations"]
-    assert operations["tested"] == operations["total"] == 20
+    assert operations["tested"] == operations["total"] == 22
     assert {name for name, phase in result["phases"].items() if phase["status"] == "success"} == {
         "examples",
         "coverage",
