@@ -161,8 +161,11 @@ def wait_for_molecule_answer(page: Any) -> None:
 def coloured_pixels(page: Any, selector: str) -> dict[str, int]:
     """Pixels of the canvas or image ``selector`` that are reddish and bluish (any strength
     of the page's contribution colours; black, white and greys are neither)."""
-    page.wait_for_function(
-        "(s) => { const e = document.querySelector(s); return e.complete !== false; }",
-        arg=selector,
-    )
+    # polled from here: wait_for_function's polling evaluates strings, which the page's CSP
+    # forbids (page.evaluate goes through the debugging protocol and is not affected)
+    loaded = "(s) => { const e = document.querySelector(s); return e.complete !== false; }"
+    deadline = time.monotonic() + ANSWER_TIMEOUT_MS / 1000
+    while not page.evaluate(loaded, selector):
+        assert time.monotonic() < deadline, f"{selector} did not finish loading"
+        page.wait_for_timeout(50)
     return page.eval_on_selector(selector, COLOURED_PIXELS_JS)

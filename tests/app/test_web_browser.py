@@ -219,7 +219,9 @@ def test_the_api_key_is_asked_for_and_kept(page: Any, keyed_server: str) -> None
     assert "missing or wrong API key" in page.inner_text("#key-reason")
     page.fill("#key-input", "wrong")
     page.click("#key-submit")
-    page.wait_for_function("document.getElementById('key-input').value === ''")
+    from playwright.sync_api import expect  # the page's CSP forbids wait_for_function's eval
+
+    expect(page.locator("#key-input")).to_have_value("")
     assert dialog.is_visible()  # the server refused it: asked again
     page.fill("#key-input", KEY)
     page.click("#key-submit")
