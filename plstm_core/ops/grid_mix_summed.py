@@ -118,15 +118,21 @@ def _cross_d_mode(g: GridGates, psi: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=256)
-def _pair_rows(blocks: int, w: int, Y: int, first: int, step: int, nb: int) -> torch.Tensor:
+def _pair_rows(
+    blocks: int, w: int, Y: int, pairs: tuple[int, int, int], flipped_first: bool, device
+) -> torch.Tensor:
     """Index into a block tensor ``[fx,fy,blocks,w·Y]`` (flattened) that lists, for the nb
-    pairs, the rows of the blocks ``first + i·step`` in the order [fx, pair, row, fy] with
-    pairs and rows in stored x order: reversed (x within the block too) where fx = 1."""
-    fx = torch.arange(2)[:, None, None, None, None]
-    pair = torch.arange(nb)[None, :, None, None, None]
-    col = torch.arange(w)[None, None, :, None, None]
-    y = torch.arange(Y)[None, None, None, :, None]
-    fy = torch.arange(2)[None, None, None, None, :]
+    pairs of ``pairs`` = (first block, block step, nb), the rows of their blocks in the order
+    [fx, pair, row, fy] — fx = 1 first if ``flipped_first`` — with pairs and rows in stored
+    x order: reversed (x within the block too) where fx = 1."""
+    first, step, nb = pairs
+    fx = torch.arange(2, device=device)[:, None, None, None, None]
+    if flipped_first:
+        fx = 1 - fx
+    pair = torch.arange(nb, device=device)[None, :, None, None, None]
+    col = torch.arange(w, device=device)[None, None, :, None, None]
+    y = torch.arange(Y, device=device)[None, None, None, :, None]
+    fy = torch.arange(2, device=device)[None, None, None, None, :]
     block = first + step * torch.where(fx == 1, nb - 1 - pair, pair)
     row = torch.where(fx == 1, w - 1 - col, col) * Y + y
     return (((fx * 2 + fy) * blocks + block) * (w * Y) + row).reshape(-1)
@@ -181,28 +187,28 @@ def _write_cross(
     frame column 0."""
     P, X2, Y = G.shape[0], G.shape[1], G.shape[2]
     wu, wd = widths
-    nb = X2 // (wu + wd) if upstream[1] == 2 else 1
+    width = wu + wd
+    nb = X2 // width if upstream[1] == 2 else 1
+    # the destinations of both fx as one strided view of G [P,X2,Y,X2,Y]: pair i of fx = 0
+    # writes rows i·width + wu + [0, wd), columns i·width + [0, wu); the x-flipped pairs (in
+    # stored order, starting at column `end`) rows end + i·width + [0, wd), columns after them
+    rs = G.stride(1)
+    end = X2 - nb * width
+    base = (wu * rs, end * rs + (end + wd) * Y)
+    flipped_first = base[1] < base[0]
+    view = G.as_strided(
+        (P, 2, nb, wd, Y, wu, Y),
+        (G.stride(0), abs(base[1] - base[0]), width * (rs + Y), rs, G.stride(2), Y, 1),
+        G.storage_offset() + min(base),
+    )
 
     def pair_rows(t: torch.Tensor, w: int, first: int, step: int) -> torch.Tensor:
-        index = _pair_rows(t.shape[1], w, Y, first, step, nb).to(t.device)
+        index = _pair_rows(t.shape[1], w, Y, (first, step, nb), flipped_first, t.device)
         return t.reshape(P, -1, Y).index_select(1, index).view(P * 2 * nb, w * Y, 2 * Y)
 
     s = pair_rows(S, wu, *upstream)
     mt = pair_rows(MT, wd, *downstream)
-    block = torch.bmm(mt, s.transpose(1, 2)).view(P, 2, nb, wd * Y, wu * Y)
-    if nb == 1:
-        end = X2 - wu - wd  # where the x-flipped pair starts in stored order
-        pieces = block[:, :, 0].unflatten(-1, (wu, Y)).unflatten(-3, (wd, Y))
-        G[:, wu : wu + wd, :, :wu] = pieces[:, 0]
-        G[:, end : end + wd, :, end + wd : X2] = pieces[:, 1]
-        return
-    width = wu + wd
-    view = G.view(P, nb, width * Y, nb, width * Y)
-    # fx = 0: downstream = second half of a stored pair; fx = 1: the first half
-    for fx, (rows, cols) in enumerate(
-        ((slice(wu * Y, None), slice(None, wu * Y)), (slice(None, wd * Y), slice(wd * Y, None)))
-    ):
-        view[:, :, rows, :, cols].diagonal(0, 1, 3).copy_(block[:, fx].permute(0, 2, 3, 1))
+    view.copy_(torch.bmm(mt, s.transpose(1, 2)).view(view.shape))
 
 
 def summed_gating(g: GridGates, direct: torch.Tensor, mode: str) -> torch.Tensor:

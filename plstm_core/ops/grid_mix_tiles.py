@@ -34,8 +34,11 @@ from plstm_core.ops.sizes import next_pow2
 
 TILE = 4
 """Tile side c on the CPU: the readout and the sources cost 2c·K·V per node, the boundary
-states K·V·2/c of memory traffic per node; 4 balances them at K = V = 64 (see the module
-docstring and ``docs/benchmarks/vision_cpu.md``)."""
+states 2·K·V/c of memory traffic per node; 4 was the fastest of 2, 4, 8 at K = V = 64 and
+48² tokens (``docs/benchmarks/vision_cpu.md``)."""
+STEP_BYTES = 2 << 20
+"""Boundary states of one wavefront step kept near the per-core cache size (2 MiB here): with
+more grids per step the products stream the states from memory several times."""
 
 
 def _diagonals(nx: int, ny: int) -> list[tuple[int, slice]]:
@@ -74,21 +77,32 @@ def _wavefront(
     h: torch.Tensor,
     side: int,
 ) -> None:
-    """Add to h the contribution of everything outside each tile, for one grid of nx×ny tiles
-    (x-major): q, k ``[nx,ny,n,K]``, v, h ``[nx,ny,n,V]``, S ``[nx,ny,n,E]`` (node → outgoing
-    edge), T ``[nx,ny,E,E]`` (incoming → outgoing), M ``[nx,ny,E,n]`` (incoming edge → node);
-    edges ordered [side (``side`` of them: to the right / from the left), end (bottom / top)].
-    One step per anti-diagonal of tiles, its tiles a strided batch of every tensor."""
-    nx, ny, _, K = q.shape
+    """Add to h the contribution of everything outside each tile, for R grids of nx×ny tiles
+    (x-major): q, k ``[R,nx,ny,n,K]``, v, h ``[R,nx,ny,n,V]``, S ``[R,nx,ny,n,E]`` (node →
+    outgoing edge), T ``[R,nx,ny,E,E]`` (incoming → outgoing), M ``[R,nx,ny,E,n]`` (incoming
+    edge → node); edges ordered [side (``side`` of them: to the right / from the left), end
+    (bottom / top)]. One step per anti-diagonal of tiles; inside a step the tiles of all R
+    grids form one batch, tile-major (row i·R + r), so a neighbour is a fixed row offset away."""
+    R, nx, ny, _, K = q.shape
     V, E = v.shape[-1], T.shape[-1]
-    flat = [t.flatten(0, 1) for t in (q, k, v, S, T, M, h)]
-    prev_lo, state = 0, None  # outgoing states of the previous diagonal [L,E,K·V]
-    for lo, tiles in _diagonals(nx, ny):
-        qd, kd, vd, Sd, Td, Md, hd = (t[tiles] for t in flat)
+
+    def diagonal(t: torch.Tensor, tiles: slice) -> torch.Tensor:  # → [L·R, ...]
+        part = t.flatten(1, 2)[:, tiles]
+        return part.transpose(0, 1).reshape(-1, *part.shape[2:])
+
+    # without autograd the states of two diagonals live in two reused buffers: fresh pages for
+    # every diagonal would cost more than the products (page faults)
+    rows = R * min(nx, ny)
+    buffers = None if torch.is_grad_enabled() else q.new_empty(2, rows, E * K, V)
+    prev_lo, state = 0, None  # outgoing states of the previous diagonal [L·R,E,K·V]
+    for step, (lo, tiles) in enumerate(_diagonals(nx, ny)):
+        qd, kd, vd, Sd, Td, Md = (diagonal(t, tiles) for t in (q, k, v, S, T, M))
         # Σ_n S[n, o] · k[n] ⊗ v[n] as [(o, k), n] · [n, V]
         weighted = Sd.transpose(1, 2).unsqueeze(2) * kd.transpose(1, 2).unsqueeze(1)
-        out = torch.bmm(weighted.flatten(1, 2), vd).view(-1, E, K * V)
+        target = None if buffers is None else buffers[step % 2, : vd.shape[0]]
+        out = torch.bmm(weighted.flatten(1, 2), vd, out=target).view(-1, E, K * V)
         if state is not None:
+            hd = torch.zeros_like(vd)
             offset = lo - prev_lo  # 0 or 1
             # tile i reads its left edges from tile i + offset − 1 of the previous diagonal
             # (that tile's right edges) and its top edges from tile i + offset (bottom edges)
@@ -96,16 +110,25 @@ def _wavefront(
                 (slice(None, side), max(0, 1 - offset), max(0, offset - 1)),
                 (slice(side, None), 0, offset),
             ):
-                count = min(out.shape[0] - first, state.shape[0] - source)
+                count = min(out.shape[0] // R - first, state.shape[0] // R - source)
                 if count <= 0:
                     continue
-                here = slice(first, first + count)
-                c_in = state[source : source + count, edges]  # [count,e,K·V]
+                here = slice(first * R, (first + count) * R)
+                c_in = state[source * R : (source + count) * R, edges]  # [count·R,e,K·V]
                 out[here].baddbmm_(Td[here, edges].transpose(1, 2), c_in)
                 # readout q · Σ_i M[i, n] C_i as [n, (i, k)] · [(i, k), V]
                 marked = Md[here, edges].transpose(1, 2).unsqueeze(-1) * qd[here].unsqueeze(2)
-                hd[here].baddbmm_(marked.flatten(2), c_in.reshape(count, -1, V))
+                hd[here].baddbmm_(marked.flatten(2), c_in.reshape(count * R, -1, V))
+            h.flatten(1, 2)[:, tiles] += hd.view(-1, R, *hd.shape[1:]).transpose(0, 1)
         prev_lo, state = lo, out
+
+
+def _grids_per_step(grids: int, longest: int, state_bytes: int) -> int:
+    """How many grids share a wavefront step: as many as keep one diagonal's boundary states
+    within STEP_BYTES (so they stay in the cache across the step's products), in equal groups."""
+    fit = max(1, STEP_BYTES // max(1, longest * state_bytes))
+    groups = -(-grids // min(fit, grids))
+    return -(-grids // groups)
 
 
 def grid_mix_tiles(z: torch.Tensor, layout: GridMixLayout, tile: int = TILE) -> torch.Tensor:
@@ -144,8 +167,9 @@ def grid_mix_tiles(z: torch.Tensor, layout: GridMixLayout, tile: int = TILE) -> 
     G = G + torch.diag_embed(tiled(_to_tiles(direct[..., None], cx, cy), n))
     h = torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * G, v)
     S, T, M = tiled(blocks.S, n, E), tiled(blocks.T, E, E), tiled(blocks.M, E, n)
-    # one grid-orientation at a time: a diagonal's boundary states then stay in the cache
-    for p in range(OP):
-        _wavefront(q[p], k[p], v[p], S[p], T[p], M[p], h[p], cy)
+    R = _grids_per_step(OP, min(nx, ny), E * K * v.shape[-1] * qkv.element_size())
+    for r in range(0, OP, R):
+        part = slice(r, r + R)
+        _wavefront(q[part], k[part], v[part], S[part], T[part], M[part], h[part], cy)
     h = _from_tiles(h.flatten(1, 2), nx, cx, cy)[:, :X, :Y]
     return from_frames(h, B, X, Y)

@@ -1,0 +1,203 @@
+"""CPU latency of pLSTM-Vis-T against ViT-T (``bench/bench_vision.py --cpu``).
+
+Batch 1, float32, inference mode, ``torch.set_num_threads(--threads)``, patch 8 (the arrow
+models' set-up): 96, 192, 384 px (and 768 px with ``--large``), i.e. 12², 24², 48² (96²)
+tokens. Rows: ``vit_t``; ``plstm_vis_t`` with every method on the CPU forms of
+``plstm_core.ops.grid_mix_cpu``; with ``--before``, the same methods on the reference path they
+replace (``PLSTM_FUSED_LAYER=0``: four ``plstm_2d`` calls on flipped copies, "fused" through
+``grid_gating_matrix``), at 96 and 192 px.
+
+Every cell (model, method, size) runs in its own subprocess, one after the other: it builds the
+model, runs one warm-up forward and then ``reps`` timed ones, and reports the median latency,
+the peak resident memory the forwards added (``ru_maxrss`` after minus before) and the load
+average. With ``--rounds R`` every cell runs R times, round-robin, and the table shows the
+median over rounds (all samples are in the JSON). Other processes on the machine inflate the
+times: the load averages are recorded with every cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("parallel", "fused", "recurrent", "chunkwise")
+LINEAR = ("recurrent", "chunkwise")
+BEFORE_SIZES = (96, 192)
+
+
+def _reps(img: int) -> int:
+    return 7 if img <= 192 else (3 if img <= 384 else 2)
+
+
+def run_cell(name: str, method: str | None, img: int, threads: int, before: bool) -> dict:
+    """Time one model in this process (called in a fresh subprocess by :func:`cpu_rows`)."""
+    if before:
+        os.environ["PLSTM_FUSED_LAYER"] = "0"
+    import torch
+
+    from models import create_model
+
+    torch.set_num_threads(threads)
+    kwargs = {"img_size": img, "patch_size": 8, "num_classes": 1000}
+    if method is not None:
+        kwargs["method"] = method
+    model = create_model(name, **kwargs).eval()
+    x = torch.rand(1, 3, img, img)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(_reps(img)):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "ms": statistics.median(times) * 1000,
+        "samples_ms": [t * 1000 for t in times],
+        "peak_mb": (rss_after - rss_before) / 1024,
+        "load": os.getloadavg(),
+    }
+
+
+def _cell_in_subprocess(cell: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "bench.vision_cpu", "--cell", json.dumps(cell)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s", "load": os.getloadavg()}
+    except subprocess.CalledProcessError as exc:
+        return {"error": exc.stderr.strip().splitlines()[-1][:160], "load": os.getloadavg()}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _variants(before: bool) -> list[tuple[str, str | None, bool]]:
+    rows = [("vit_t", None, False)] + [("plstm_vis_t", m, False) for m in METHODS]
+    if before:
+        rows += [("plstm_vis_t", m, True) for m in METHODS]
+    return rows
+
+
+def cpu_rows(threads: int, sizes: list[int], before: bool, rounds: int, timeout: float) -> dict:
+    """Every cell ``rounds`` times (round-robin); returns {"rows": [...], "samples": {...}}."""
+    variants = _variants(before)
+    samples: dict[str, list[dict]] = {}
+    for r in range(rounds):
+        for name, method, old in variants:
+            for img in sizes:
+                if old and img not in BEFORE_SIZES:
+                    continue
+                key = _label(name, method, old) + f" @ {img}"
+                cell = {"name": name, "method": method, "img": img, "threads": threads}
+                cell["before"] = old
+                result = _cell_in_subprocess(cell, timeout)
+                samples.setdefault(key, []).append(result)
+                print(f"round {r + 1}/{rounds} {key}: {json.dumps(result)}", flush=True)
+    rows = []
+    for name, method, old in variants:
+        row: dict = {"model": _label(name, method, old)}
+        for img in sizes:
+            runs = samples.get(_label(name, method, old) + f" @ {img}")
+            if not runs:
+                continue
+            good = [s for s in runs if "ms" in s]
+            if not good:
+                row[f"{img} px ms"] = runs[-1]["error"]
+                continue
+            row[f"{img} px ms"] = statistics.median(s["ms"] for s in good)
+            row[f"{img} px peak MB"] = max(s["peak_mb"] for s in good)
+        rows.append(row)
+    _add_ratios(rows, sizes)
+    return {"rows": rows, "samples": samples}
+
+
+def _label(name: str, method: str | None, before: bool) -> str:
+    if method is None:
+        return name
+    return f"{name} ({method}{', before: reference path' if before else ''})"
+
+
+def _add_ratios(rows: list[dict], sizes: list[int]) -> None:
+    vit = next(r for r in rows if r["model"] == "vit_t")
+    for row in rows[1:]:
+        for img in sizes:
+            ms, ref = row.get(f"{img} px ms"), vit.get(f"{img} px ms")
+            if isinstance(ms, float) and isinstance(ref, float):
+                row[f"{img} px × vit_t"] = ms / ref
+
+
+def _machine() -> dict:
+    import torch
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _table(rows: list[dict], sizes: list[int], unit: str) -> str:
+    head = ["model"] + [f"{img} px" for img in sizes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["model"]]
+        for img in sizes:
+            v = row.get(f"{img} px {unit}")
+            cells.append("" if v is None else (f"{v:,.3g}" if isinstance(v, float) else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_report(args: argparse.Namespace) -> tuple[dict, str]:
+    """Run the CPU table: the result (JSON-ready) and its markdown."""
+    sizes = [96, 192, 384] + ([768] if args.large else [])
+    started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
+    result = {"device": "cpu", "threads": args.threads, "machine": _machine()}
+    result["command"] = " ".join(["python", *sys.argv])
+    result.update(cpu_rows(args.threads, sizes, args.before, args.rounds, args.cell_timeout))
+    result["started"] = started
+    result["finished"] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
+    machine = result["machine"]
+    text = (
+        f"# CPU latency, batch 1, {args.threads} threads, float32, patch 8\n\n"
+        f"{machine['cpu']} ({machine['logical_cpus']} logical CPUs), torch {machine['torch']}; "
+        f"`{result['command']}`; {started['time']} (load average {started['load'][0]:.1f}) to "
+        f"{result['finished']['time']} (load {result['finished']['load'][0]:.1f}). Median ms "
+        f"per forward over {args.rounds} round(s) of 7 (96, 192 px), 3 (384 px) or 2 (768 px) "
+        f"timed forwards after one warm-up.\n\n## Latency (ms)\n\n"
+        + _table(result["rows"], sizes, "ms")
+        + "\n\n## Relative to vit_t\n\n"
+        + _table(result["rows"][1:], sizes, "× vit_t")
+        + "\n\n## Peak resident memory added by the forwards (MB)\n\n"
+        + _table(result["rows"], sizes, "peak MB")
+        + "\n"
+    )
+    return result, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cell", required=True, help="internal: one cell as JSON")
+    cell = json.loads(parser.parse_args().cell)
+    print(json.dumps(run_cell(**cell)))
+
+
+if __name__ == "__main__":
+    main()
