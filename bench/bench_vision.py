@@ -252,6 +252,10 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="with --cpu: runs of every cell")
     parser.add_argument(
+        "--max-load", type=float, help="with --cpu: wait for a 1-min load average below this"
+    )
+    parser.add_argument("--max-wait", type=float, default=600, help="with --cpu: seconds")
+    parser.add_argument(
         "--cell-timeout", type=float, default=1800, help="with --cpu: seconds per cell"
     )
     parser.add_argument("--quick", action="store_true", help="smaller batches (a smoke run)")

@@ -8,11 +8,15 @@ replace (``PLSTM_FUSED_LAYER=0``: four ``plstm_2d`` calls on flipped copies, "fu
 ``grid_gating_matrix``), at 96 and 192 px.
 
 Every cell (model, method, size) runs in its own subprocess, one after the other: it builds the
-model, runs one warm-up forward and then ``reps`` timed ones, and reports the median latency,
-the peak resident memory the forwards added (``ru_maxrss`` after minus before) and the load
-average. With ``--rounds R`` every cell runs R times, round-robin, and the table shows the
-median over rounds (all samples are in the JSON). Other processes on the machine inflate the
-times: the load averages are recorded with every cell.
+model, runs one warm-up forward (the peak resident memory it adds, ``ru_maxrss`` after minus
+before, is the cell's memory figure) and then ``reps`` timed forwards. A pLSTM cell also builds
+``vit_t`` and alternates the two models' forwards, so that its ratio to ViT compares forwards
+taken under the same load (the ratio of the two medians); the ``vit_t`` row is its own cell.
+With ``--rounds R`` every cell of 96 and 192 px runs R times, round-robin (larger ones once:
+their forwards take seconds), and the table shows the median over rounds (all samples are in
+the JSON). Other processes on the machine inflate the times: with ``--max-load L`` a cell
+waits (up to ``--max-wait`` seconds) until the 1-minute load average is below L, and the load
+average is recorded with every cell.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _reps(img: int) -> int:
 
 
 def run_cell(name: str, method: str | None, img: int, threads: int, before: bool) -> dict:
-    """Time one model in this process (called in a fresh subprocess by :func:`cpu_rows`)."""
+    """Time one model in this process (called in a fresh subprocess by :func:`cpu_rows`);
+    a pLSTM model alternates with ``vit_t``."""
     if before:
         os.environ["PLSTM_FUSED_LAYER"] = "0"
     import torch
@@ -46,26 +51,40 @@ def run_cell(name: str, method: str | None, img: int, threads: int, before: bool
     from models import create_model
 
     torch.set_num_threads(threads)
-    kwargs = {"img_size": img, "patch_size": 8, "num_classes": 1000}
-    if method is not None:
-        kwargs["method"] = method
-    model = create_model(name, **kwargs).eval()
+
+    def build(model_name: str, model_method: str | None) -> torch.nn.Module:
+        kwargs = {"img_size": img, "patch_size": 8, "num_classes": 1000}
+        if model_method is not None:
+            kwargs["method"] = model_method
+        return create_model(model_name, **kwargs).eval()
+
+    model = build(name, method)
+    twin = build("vit_t", None) if name != "vit_t" else None
     x = torch.rand(1, 3, img, img)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times: dict[str, list[float]] = {"model": [], "vit_t": []}
     with torch.inference_mode():
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         model(x)
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        if twin is not None:
+            twin(x)
         for _ in range(_reps(img)):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "ms": statistics.median(times) * 1000,
-        "samples_ms": [t * 1000 for t in times],
-        "peak_mb": (rss_after - rss_before) / 1024,
+            for key, net in (("model", model), ("vit_t", twin)):
+                if net is None:
+                    continue
+                t0 = time.perf_counter()
+                net(x)
+                times[key].append(time.perf_counter() - t0)
+    result = {
+        "ms": statistics.median(times["model"]) * 1000,
+        "samples_ms": [t * 1000 for t in times["model"]],
+        "peak_mb": peak_mb,
         "load": os.getloadavg(),
     }
+    if twin is not None:
+        result["vit_ms"] = statistics.median(times["vit_t"]) * 1000
+        result["ratio"] = result["ms"] / result["vit_ms"]
+    return result
 
 
 def _cell_in_subprocess(cell: dict, timeout: float) -> dict:
@@ -86,21 +105,29 @@ def _variants(before: bool) -> list[tuple[str, str | None, bool]]:
     return rows
 
 
-def cpu_rows(threads: int, sizes: list[int], before: bool, rounds: int, timeout: float) -> dict:
-    """Every cell ``rounds`` times (round-robin); returns {"rows": [...], "samples": {...}}."""
-    variants = _variants(before)
+def _wait_for_load(max_load: float | None, max_wait: float) -> None:
+    deadline = time.monotonic() + max_wait
+    while max_load is not None and os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def cpu_rows(args: argparse.Namespace, sizes: list[int]) -> dict:
+    """Every cell ``args.rounds`` times (round-robin; sizes above 192 px once); returns
+    {"rows": [...], "samples": {...}}."""
+    variants = _variants(args.before)
     samples: dict[str, list[dict]] = {}
-    for r in range(rounds):
+    for r in range(args.rounds):
         for name, method, old in variants:
             for img in sizes:
-                if old and img not in BEFORE_SIZES:
+                if (old and img not in BEFORE_SIZES) or (r > 0 and img > 192):
                     continue
                 key = _label(name, method, old) + f" @ {img}"
-                cell = {"name": name, "method": method, "img": img, "threads": threads}
+                cell = {"name": name, "method": method, "img": img, "threads": args.threads}
                 cell["before"] = old
-                result = _cell_in_subprocess(cell, timeout)
+                _wait_for_load(args.max_load, args.max_wait)
+                result = _cell_in_subprocess(cell, args.cell_timeout)
                 samples.setdefault(key, []).append(result)
-                print(f"round {r + 1}/{rounds} {key}: {json.dumps(result)}", flush=True)
+                print(f"round {r + 1}/{args.rounds} {key}: {json.dumps(result)}", flush=True)
     rows = []
     for name, method, old in variants:
         row: dict = {"model": _label(name, method, old)}
@@ -114,8 +141,9 @@ def cpu_rows(threads: int, sizes: list[int], before: bool, rounds: int, timeout:
                 continue
             row[f"{img} px ms"] = statistics.median(s["ms"] for s in good)
             row[f"{img} px peak MB"] = max(s["peak_mb"] for s in good)
+            if "ratio" in good[0]:
+                row[f"{img} px × vit_t"] = statistics.median(s["ratio"] for s in good)
         rows.append(row)
-    _add_ratios(rows, sizes)
     return {"rows": rows, "samples": samples}
 
 
@@ -123,15 +151,6 @@ def _label(name: str, method: str | None, before: bool) -> str:
     if method is None:
         return name
     return f"{name} ({method}{', before: reference path' if before else ''})"
-
-
-def _add_ratios(rows: list[dict], sizes: list[int]) -> None:
-    vit = next(r for r in rows if r["model"] == "vit_t")
-    for row in rows[1:]:
-        for img in sizes:
-            ms, ref = row.get(f"{img} px ms"), vit.get(f"{img} px ms")
-            if isinstance(ms, float) and isinstance(ref, float):
-                row[f"{img} px × vit_t"] = ms / ref
 
 
 def _machine() -> dict:
@@ -171,7 +190,7 @@ def cpu_report(args: argparse.Namespace) -> tuple[dict, str]:
     started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     result = {"device": "cpu", "threads": args.threads, "machine": _machine()}
     result["command"] = " ".join(["python", *sys.argv])
-    result.update(cpu_rows(args.threads, sizes, args.before, args.rounds, args.cell_timeout))
+    result.update(cpu_rows(args, sizes))
     result["started"] = started
     result["finished"] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     machine = result["machine"]
@@ -180,10 +199,11 @@ def cpu_report(args: argparse.Namespace) -> tuple[dict, str]:
         f"{machine['cpu']} ({machine['logical_cpus']} logical CPUs), torch {machine['torch']}; "
         f"`{result['command']}`; {started['time']} (load average {started['load'][0]:.1f}) to "
         f"{result['finished']['time']} (load {result['finished']['load'][0]:.1f}). Median ms "
-        f"per forward over {args.rounds} round(s) of 7 (96, 192 px), 3 (384 px) or 2 (768 px) "
-        f"timed forwards after one warm-up.\n\n## Latency (ms)\n\n"
+        f"per forward over {args.rounds} round(s) (96, 192 px; one at 384, 768 px) of 7 (96, "
+        f"192 px), 3 (384 px) or 2 (768 px) timed forwards after one warm-up.\n\n"
+        "## Latency (ms)\n\n"
         + _table(result["rows"], sizes, "ms")
-        + "\n\n## Relative to vit_t\n\n"
+        + "\n\n## Relative to vit_t (each pLSTM forward alternating with a vit_t one)\n\n"
         + _table(result["rows"][1:], sizes, "× vit_t")
         + "\n\n## Peak resident memory added by the forwards (MB)\n\n"
         + _table(result["rows"], sizes, "peak MB")

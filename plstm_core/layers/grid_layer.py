@@ -69,8 +69,9 @@ class PLSTMGridLayer(nn.Module):
     On the CPU (:mod:`plstm_core.ops.grid_mix_cpu`) "parallel" and "fused" build the summed
     gating matrix directly (:mod:`plstm_core.ops.grid_mix_summed`, quadratic in X·Y) and
     "recurrent" and "chunkwise" run the chunkwise form over 4×4 tiles of all four orientations
-    in one wavefront (:mod:`plstm_core.ops.grid_mix_tiles`, linear in X·Y); the results are the
-    same. ``PLSTM_FUSED_LAYER=0`` restores the forms above on every device.
+    in one wavefront (:mod:`plstm_core.ops.grid_mix_tiles`, linear in X·Y; grids of at most
+    1600 tokens take the summed form, faster there); the results are the same.
+    ``PLSTM_FUSED_LAYER=0`` restores the forms above on every device.
 
     Initialisation (paper Table 4): gate weights zero, Source bias −4, Mark bias −4, Direct
     bias −6, Transition bias 1 inside tanh(5·(b + Wx)), angle bias linear over heads in

@@ -9,7 +9,9 @@ Same function as :func:`plstm_core.ops.grid_mix.grid_mix_reference` (z ``[B,X,Y,
 - ``"recurrent"``, ``"chunkwise"`` → :func:`~plstm_core.ops.grid_mix_tiles.grid_mix_tiles`,
   the chunkwise form (paper A.7) with 4×4 tiles and a wavefront over tile anti-diagonals;
   linear in the number of tokens, the fastest for large grids. ``chunk_size`` is not used
-  (the tile side that suits the CPU is fixed, see ``grid_mix_tiles.TILE``).
+  (the tile side that suits the CPU is fixed, see ``grid_mix_tiles.TILE``). Grids of at most
+  :data:`SMALL_GRID` tokens take the summed form instead, which is faster there; its
+  N×N matrix is then bounded (≤ 10 MB per grid and head), so memory stays linear in N.
 
 :func:`grid_mix_cpu_supported` says whether these serve a call: CPU tensors, not while
 ``torch.jit`` traces or ``torch.onnx`` exports (the exported graph keeps the reference's ops),
@@ -29,6 +31,10 @@ from plstm_core.ops.grid_mix_tiles import grid_mix_tiles
 
 QUADRATIC_METHODS = ("parallel", "fused")
 LINEAR_METHODS = ("recurrent", "chunkwise")
+SMALL_GRID = 1600
+"""Tokens (40×40) up to which the linear methods take the summed form: on a 2-core EPYC it is
+faster than the tiled wavefront up to about 40×40 tokens for mode D, 36×36 for mode P
+(``docs/benchmarks/vision_cpu.md``)."""
 
 
 def grid_mix_cpu_supported(z: torch.Tensor) -> bool:
@@ -41,11 +47,15 @@ def grid_mix_cpu_supported(z: torch.Tensor) -> bool:
     return os.environ.get("PLSTM_FUSED_LAYER") != "0"
 
 
+def _small(z: torch.Tensor) -> bool:
+    return z.shape[1] * z.shape[2] <= SMALL_GRID
+
+
 def grid_mix_cpu(z: torch.Tensor, layout: GridMixLayout, method: str) -> torch.Tensor:
     """Σ over the four orientations of ``plstm_2d`` from z ``[B,X,Y,F]``, computed by the CPU
     form that serves ``method`` (see the module docstring); returns ``[B,X,Y,H,V]``."""
     check_projection(z, layout)
-    if method in QUADRATIC_METHODS:
+    if method in QUADRATIC_METHODS or (method in LINEAR_METHODS and _small(z)):
         return grid_mix_summed(z, layout)
     if method in LINEAR_METHODS:
         return grid_mix_tiles(z, layout)

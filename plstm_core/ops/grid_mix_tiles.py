@@ -11,15 +11,17 @@ recurrence (paper eq. 5-6 with the generalised Source S, Transition T and Mark M
     C_out[o] = Σ_i T[i, o] · C_in[i] + Σ_n S[n, o] · k[n] ⊗ v[n]
 
 Tile (x, y) needs only tiles (x−1, y) and (x, y−1), so all tiles on one anti-diagonal of the
-tile grid, of all four orientations and all B·H grids, are one step: the Python loop runs
-over nx + ny − 1 diagonals, and each step is three batched matrix products (the readout as
-[n, 2c·K]·[2c·K, V], the transition as [2c, 2c]ᵀ·[2c, K·V], the sources as [2c·K, n]·[n, V]).
+tile grid are one step (a strided batch of the x-major tiles), for a group of R of the
+B·H·4 grid-orientations at once (R chosen so that a step's states fit the per-core cache):
+the Python loop runs over (nx + ny − 1)·B·H·4/R steps of five batched matrix products (the
+sources [2c·K, n]·[n, V]; per incoming side the transition [2c, c]·[c, K·V] and the readout
+[n, c·K]·[c·K, V]).
 
 Cost per grid and orientation with N nodes, c×c tiles and n = c² nodes per tile:
 time O(N·(n·(K+V) + (4c + 4)·K·V)) — the intra-tile contraction plus, per node, 2c·K·V for the
 readout, 2c·K·V for the sources and 4·K·V for the transitions; memory O(N·(n + K·V/c)) (the
-tiles' gating matrices and the boundary states of one diagonal; without autograd only one
-diagonal of states is alive). Linear in N for a fixed c.
+tiles' gating matrices, O(N·n), and the boundary states, kept for autograd; without autograd
+only two diagonals of states are alive, in two reused buffers). Linear in N for a fixed c.
 """
 
 from __future__ import annotations

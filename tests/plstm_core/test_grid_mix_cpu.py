@@ -160,3 +160,25 @@ def test_inference_mode_path_matches_the_reference(form: str, mode: str) -> None
     with torch.inference_mode():
         h = FORMS[form](z, layout)
     assert_close_rel(h, ref, 1e-10, f"{form} {mode} inference")
+
+
+@pytest.mark.parametrize(
+    "method, size, form",
+    [
+        ("parallel", (41, 40), "summed"),
+        ("fused", (2, 3), "summed"),
+        ("chunkwise", (40, 40), "summed"),
+        ("recurrent", (40, 40), "summed"),
+        ("chunkwise", (41, 40), "tiles"),
+        ("recurrent", (1, 1601), "tiles"),
+    ],
+)
+def test_methods_pick_their_form_by_grid_size(method, size, form, monkeypatch) -> None:
+    from plstm_core.ops import grid_mix_cpu as dispatch
+
+    picked = []
+    for name in FORMS:
+        monkeypatch.setattr(dispatch, f"grid_mix_{name}", lambda z, lay, n=name: picked.append(n))
+    layout = GridMixLayout(1, 1, 1, "P")
+    grid_mix_cpu(torch.zeros(1, *size, layout.width), layout, method)
+    assert picked == [form]
