@@ -16,7 +16,10 @@ With ``--rounds R`` every cell of 96 and 192 px runs R times, round-robin (large
 their forwards take seconds), and the table shows the median over rounds (all samples are in
 the JSON). Other processes on the machine inflate the times: with ``--max-load L`` a cell
 waits (up to ``--max-wait`` seconds) until the 1-minute load average is below L, and the load
-average is recorded with every cell.
+average is recorded with every cell. The CPU time of every forward (``time.process_time``, all
+threads) is reported beside the wall time: with one thread it leaves out the time other
+processes hold the core. On the CPU "fused" runs the same form as "parallel", so it is measured
+at 96 and 192 px only.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ BEFORE_SIZES = (96, 192)
 
 
 def _reps(img: int) -> int:
-    return 7 if img <= 192 else (3 if img <= 384 else 2)
+    return 7 if img <= 192 else (3 if img <= 384 else 1)
 
 
 def run_cell(name: str, method: str | None, img: int, threads: int, before: bool) -> dict:
@@ -62,6 +65,7 @@ def run_cell(name: str, method: str | None, img: int, threads: int, before: bool
     twin = build("vit_t", None) if name != "vit_t" else None
     x = torch.rand(1, 3, img, img)
     times: dict[str, list[float]] = {"model": [], "vit_t": []}
+    cpu_times: dict[str, list[float]] = {"model": [], "vit_t": []}
     with torch.inference_mode():
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         model(x)
@@ -72,11 +76,13 @@ def run_cell(name: str, method: str | None, img: int, threads: int, before: bool
             for key, net in (("model", model), ("vit_t", twin)):
                 if net is None:
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 net(x)
                 times[key].append(time.perf_counter() - t0)
+                cpu_times[key].append(time.process_time() - c0)
     result = {
         "ms": statistics.median(times["model"]) * 1000,
+        "cpu_ms": statistics.median(cpu_times["model"]) * 1000,
         "samples_ms": [t * 1000 for t in times["model"]],
         "peak_mb": peak_mb,
         "load": os.getloadavg(),
@@ -84,6 +90,7 @@ def run_cell(name: str, method: str | None, img: int, threads: int, before: bool
     if twin is not None:
         result["vit_ms"] = statistics.median(times["vit_t"]) * 1000
         result["ratio"] = result["ms"] / result["vit_ms"]
+        result["cpu_ratio"] = result["cpu_ms"] / (statistics.median(cpu_times["vit_t"]) * 1000)
     return result
 
 
@@ -119,8 +126,10 @@ def cpu_rows(args: argparse.Namespace, sizes: list[int]) -> dict:
     for r in range(args.rounds):
         for name, method, old in variants:
             for img in sizes:
-                if (old and img not in BEFORE_SIZES) or (r > 0 and img > 192):
-                    continue
+                if (old and img not in BEFORE_SIZES) or (r > 0 and img > 192) or (
+                    method == "fused" and not old and img > 192
+                ):
+                    continue  # on the CPU "fused" runs the very form of "parallel"
                 key = _label(name, method, old) + f" @ {img}"
                 cell = {"name": name, "method": method, "img": img, "threads": args.threads}
                 cell["before"] = old
@@ -140,9 +149,11 @@ def cpu_rows(args: argparse.Namespace, sizes: list[int]) -> dict:
                 row[f"{img} px ms"] = runs[-1]["error"]
                 continue
             row[f"{img} px ms"] = statistics.median(s["ms"] for s in good)
+            row[f"{img} px cpu ms"] = statistics.median(s["cpu_ms"] for s in good)
             row[f"{img} px peak MB"] = max(s["peak_mb"] for s in good)
             if "ratio" in good[0]:
                 row[f"{img} px × vit_t"] = statistics.median(s["ratio"] for s in good)
+                row[f"{img} px cpu × vit_t"] = statistics.median(s["cpu_ratio"] for s in good)
         rows.append(row)
     return {"rows": rows, "samples": samples}
 
@@ -200,11 +211,15 @@ def cpu_report(args: argparse.Namespace) -> tuple[dict, str]:
         f"`{result['command']}`; {started['time']} (load average {started['load'][0]:.1f}) to "
         f"{result['finished']['time']} (load {result['finished']['load'][0]:.1f}). Median ms "
         f"per forward over {args.rounds} round(s) (96, 192 px; one at 384, 768 px) of 7 (96, "
-        f"192 px), 3 (384 px) or 2 (768 px) timed forwards after one warm-up.\n\n"
+        f"192 px), 3 (384 px) or 1 (768 px) timed forwards after one warm-up.\n\n"
         "## Latency (ms)\n\n"
         + _table(result["rows"], sizes, "ms")
         + "\n\n## Relative to vit_t (each pLSTM forward alternating with a vit_t one)\n\n"
         + _table(result["rows"][1:], sizes, "× vit_t")
+        + "\n\n## CPU time per forward, all threads (ms; `time.process_time`)\n\n"
+        + _table(result["rows"], sizes, "cpu ms")
+        + "\n\n## CPU time relative to vit_t\n\n"
+        + _table(result["rows"][1:], sizes, "cpu × vit_t")
         + "\n\n## Peak resident memory added by the forwards (MB)\n\n"
         + _table(result["rows"], sizes, "peak MB")
         + "\n"
