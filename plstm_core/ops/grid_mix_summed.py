@@ -29,7 +29,8 @@ For the merges X is padded with zero-gate columns to X2 = 2^a or 3·2^a (X2 < 4/
 padded nodes are never reached and are cut off before the contraction.
 
 Cost with N = X·Y, N2 = X2·Y (mode D: N2 = N), P = B·H: time O(P·(N2²·Y + N²·(K + V))) for
-modes P / U, O(P·N²·(K + V)) for mode D; memory O(P·N2²) (G itself, one matrix per grid).
+modes P / U, O(P·N²·(K + V)) for mode D; memory O(P·N2²) (G itself, one matrix per grid,
+and the scores; both in reused buffers when no gradient is recorded, see ``workspace``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 
 from plstm_core.ops.grid_mix import GridMixLayout
 from plstm_core.ops.grid_mix_gates import GridGates, flip_x_frames, grid_gates
+from plstm_core.ops.workspace import scratch
 
 
 def padded_columns(X: int) -> int:
@@ -103,18 +105,19 @@ def column_matrices(g: GridGates, transfer: bool) -> ColumnMatrices:
 
 def _cross_d_mode(g: GridGates, psi: torch.Tensor) -> torch.Tensor:
     """Mode D: G ``[P,X,Y,X,Y]`` (target, source; stored order) between different columns,
-    Σ_{fx,fy} Ψ_{x'}[y', y] · Π_{x'<j<x} t00(j, y) · mark(x, y); zero blocks where x' = x."""
+    Σ_{fx,fy} Ψ_{x'}[y', y] · Π_{x'<j<x} t00(j, y) · mark(x, y); zero blocks where x' = x.
+
+    For every target row y and source column x' the block over (x, y') is a product of rank 4
+    (the four orientations): one batched [X, 4]·[4, Y] product, then one reordering copy."""
     P, _, _, X, Y = g.t00.shape
     rows = path_products(g.t00.transpose(3, 4), reverse_dim=1)  # [P,fx,fy,Y,X',X]
     rows = rows * g.mark.transpose(3, 4)[..., None, :]
-    rows = rows.permute(0, 1, 2, 5, 3, 4).reshape(P, 4, X, Y, X, 1)  # [P,(fx,fy),X,Y,X',1]
-    cols = psi.permute(0, 1, 2, 5, 3, 4).reshape(P, 4, 1, Y, X, Y)  # [P,(fx,fy),1,Y,X',Y']
+    rows = rows.flatten(1, 2).permute(0, 2, 3, 4, 1).reshape(P * Y * X, X, 4)  # [(P,y,x'),x,r]
+    cols = psi.flatten(1, 2).permute(0, 4, 2, 1, 3).reshape(P * Y * X, 4, Y)  # [(P,y,x'),r,y']
+    blocks = torch.bmm(rows, cols).view(P, Y, X, X, Y).permute(0, 3, 1, 2, 4)
     if torch.is_grad_enabled():
-        return sum(rows[:, r] * cols[:, r] for r in range(4)).contiguous()
-    G = torch.mul(rows[:, 0], cols[:, 0], out=rows.new_empty(P, X, Y, X, Y))
-    for r in range(1, 4):
-        G.addcmul_(rows[:, r], cols[:, r])
-    return G
+        return blocks.contiguous()
+    return scratch("gating", (P, X, Y, X, Y), rows).copy_(blocks)
 
 
 @lru_cache(maxsize=256)
@@ -221,10 +224,11 @@ def summed_gating(g: GridGates, direct: torch.Tensor, mode: str) -> torch.Tensor
         G = _cross_d_mode(g, c.psi)
         gamma = c.gamma.sum((1, 2))
     else:
-        G = c.psi.new_empty(P, X2, Y, X2, Y)
+        G = scratch("gating", (P, X2, Y, X2, Y), c.psi)
         _merged_blocks(c, G)
         gamma = flip_x_frames(c.gamma.sum(2)).sum(1)
-    G.diagonal(0, 1, 3).copy_(gamma.permute(0, 3, 2, 1))  # G[x, y, x, y'] = Γ[x, y', y]
+    # G[x, y, x, y'] = Γ[x, y', y]; the diagonal blocks as [P,X2,y,y']
+    G.diagonal(0, 1, 3).permute(0, 3, 1, 2).copy_(gamma.transpose(-1, -2))
     G = G.view(P, X2 * Y, X2 * Y)
     X = direct.shape[1]
     G.diagonal(0, 1, 2)[:, : X * Y].add_(direct.reshape(P, X * Y))
@@ -252,7 +256,10 @@ def grid_mix_summed(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
         return zc[..., start : start + H * width].reshape(B, N, H, width).transpose(1, 2)
 
     q, k, v = heads(0, K), heads(layout.k_offset, K), heads(layout.v_offset, V)
-    scores = torch.matmul(q, k.transpose(-1, -2))
-    weights = scores.mul_(G) if not torch.is_grad_enabled() else scores * G
+    if torch.is_grad_enabled():
+        weights = torch.matmul(q, k.transpose(-1, -2)) * G
+    else:
+        scores = scratch("scores", (B, H, N, N), zc)
+        weights = torch.matmul(q, k.transpose(-1, -2), out=scores).mul_(G)
     h = torch.matmul(weights, v) * layout.key_scale  # [B,H,N,V]
     return h.transpose(1, 2).reshape(B, X, Y, H, V)

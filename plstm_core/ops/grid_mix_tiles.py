@@ -33,6 +33,7 @@ from plstm_core.ops.grid_blocks import build_blocks
 from plstm_core.ops.grid_mix import GridMixLayout
 from plstm_core.ops.grid_mix_gates import frame_inputs, from_frames
 from plstm_core.ops.sizes import next_pow2
+from plstm_core.ops.workspace import scratch
 
 TILE = 4
 """Tile side c on the CPU: the readout and the sources cost 2c·K·V per node, the boundary
@@ -95,7 +96,7 @@ def _wavefront(
     # without autograd the states of two diagonals live in two reused buffers: fresh pages for
     # every diagonal would cost more than the products (page faults)
     rows = R * min(nx, ny)
-    buffers = None if torch.is_grad_enabled() else q.new_empty(2, rows, E * K, V)
+    buffers = None if torch.is_grad_enabled() else scratch("tile states", (2, rows, E * K, V), q)
     prev_lo, state = 0, None  # outgoing states of the previous diagonal [L·R,E,K·V]
     for step, (lo, tiles) in enumerate(_diagonals(nx, ny)):
         qd, kd, vd, Sd, Td, Md = (diagonal(t, tiles) for t in (q, k, v, S, T, M))

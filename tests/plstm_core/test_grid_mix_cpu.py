@@ -182,3 +182,25 @@ def test_methods_pick_their_form_by_grid_size(method, size, form, monkeypatch) -
     layout = GridMixLayout(1, 1, 1, "P")
     grid_mix_cpu(torch.zeros(1, *size, layout.width), layout, method)
     assert picked == [form]
+
+
+def test_scratch_buffers_are_reused_only_without_autograd() -> None:
+    from plstm_core.ops.workspace import scratch
+
+    like = torch.zeros(1)
+    with torch.no_grad():
+        a = scratch("test", (2, 3), like)
+        b = scratch("test", (3,), like)
+    assert a.data_ptr() == b.data_ptr()
+    c, d = scratch("test", (2, 3), like), scratch("test", (2, 3), like)
+    assert c.data_ptr() != d.data_ptr()
+
+
+def test_repeated_inference_calls_do_not_share_outputs() -> None:
+    layout = GridMixLayout(num_heads=2, qk_head_dim=3, v_head_dim=4, mode="P")
+    z1, z2 = _projection(layout, 6, 5, seed=1), _projection(layout, 6, 5, seed=2)
+    with torch.inference_mode():
+        h1 = grid_mix_summed(z1, layout)
+        first = h1.clone()
+        grid_mix_summed(z2, layout)
+    assert torch.equal(h1, first)
