@@ -12,7 +12,6 @@ back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from plstm_core.gates import gate_logits
 from plstm_core.ops.grid_mix import ORIENTATION_FLIPS, GridMixLayout, transition_from_logits
+from plstm_core.ops.workspace import cached_constant
 
 
 def flip_x_frames(t: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def grid_gates(
     return GridGates(*packed.unbind(0)), direct
 
 
-@lru_cache(maxsize=64)
+@cached_constant(maxsize=64)
 def _frame_index(X: int, Y: int) -> torch.Tensor:
     """``[O,X·Y]``: index[o, n] is the stored node at frame node n of orientation o."""
     x = torch.arange(X)[:, None].expand(X, Y)

@@ -35,7 +35,6 @@ and the scores; both in reused buffers when no gradient is recorded, see ``works
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 
 from plstm_core.ops.grid_mix import GridMixLayout
 from plstm_core.ops.grid_mix_gates import GridGates, flip_x_frames, grid_gates
-from plstm_core.ops.workspace import scratch
+from plstm_core.ops.workspace import cached_constant, scratch
 
 
 def padded_columns(X: int) -> int:
@@ -55,7 +54,7 @@ def padded_columns(X: int) -> int:
     return min(pow2, three)
 
 
-@lru_cache(maxsize=32)
+@cached_constant(maxsize=32)
 def _triangles(L: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """``[L,L]`` float masks: a + 1 < b, its complement, a < b; and the identity."""
     i = torch.arange(L, device=device)
@@ -120,7 +119,7 @@ def _cross_d_mode(g: GridGates, psi: torch.Tensor) -> torch.Tensor:
     return scratch("gating", (P, X, Y, X, Y), rows).copy_(blocks)
 
 
-@lru_cache(maxsize=256)
+@cached_constant(maxsize=256)
 def _pair_rows(
     blocks: int, w: int, Y: int, pairs: tuple[int, int, int], flipped_first: bool, device
 ) -> torch.Tensor:

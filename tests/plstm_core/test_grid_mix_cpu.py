@@ -204,3 +204,17 @@ def test_repeated_inference_calls_do_not_share_outputs() -> None:
         first = h1.clone()
         grid_mix_summed(z2, layout)
     assert torch.equal(h1, first)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_autograd_after_an_inference_mode_call_of_the_same_size(form: str) -> None:
+    """Cached index tensors and masks built under inference mode must serve autograd too."""
+    layout = GridMixLayout(num_heads=2, qk_head_dim=3, v_head_dim=4, mode="P")
+    z = _projection(layout, 9, 11, seed=6)
+    with torch.inference_mode():
+        expected = FORMS[form](z, layout)
+    z = z.clone().requires_grad_(True)
+    h = FORMS[form](z, layout)
+    (dz,) = torch.autograd.grad(h.sum(), z)
+    assert torch.isfinite(dz).all()
+    assert_close_rel(h.detach(), expected, 1e-12, f"{form} autograd after inference")
