@@ -17,7 +17,8 @@ four. Nothing of size B·H·N²·O is materialised and every block of G is writt
    Mode D (the horizontal → vertical transition is zero, so a path runs down its source
    column, turns once and runs along one row, paper 4.2): G[x,y; x',y'] =
    Ψ_{x'}[y', y] · Π_{x' < j < x} t00(j, y) · mark(x, y) (products between x' and x in either
-   x direction) — four broadcast products, O(N²).
+   x direction): per target row y and source column x' a product of rank 4 (the four
+   orientations), one batched [X,4]·[4,Y] product and one reordering copy, O(N²).
    Modes P / U: columns merge pairwise along x in log depth (paper eq. 17-20 with Y×Y matrices),
    in each fx's frame (x reversed for fx = 1) with the two fy stacked along the edge axis
    (2·Y edges, Φ block diagonal), so that at every level the cross blocks Μ_Dᵀ·Ψ_Uᵀ of all
