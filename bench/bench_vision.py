@@ -9,12 +9,14 @@ own count, over the measured time, against the bf16 dense peak); the top CUDA ke
 pLSTM-Vis-T forward; the shipped arrow model's logits through the fused layer against the
 unfused float32 path.
 
-CPU (``--cpu``; batch 1, ``torch.set_num_threads(--threads)``, float32): latency of every method
-at 96, 192, 384 (and 768 with ``--large``) px, patch 8 (the arrow models' set-up).
+CPU (``--cpu``; batch 1, ``torch.set_num_threads(--threads)``, float32): latency and peak memory
+of every method at 96, 192, 384 (and 768 with ``--large``) px, patch 8 (the arrow models' set-up),
+each cell in its own subprocess; ``--before`` adds the reference path at 96 and 192 px,
+``--rounds`` repeats every cell (see ``bench/vision_cpu.py``).
 
 Usage:
     python bench/bench_vision.py --out DIR            # GPU; writes vision_<device>.{json,md}
-    python bench/bench_vision.py --cpu --out DIR      # CPU table
+    python bench/bench_vision.py --cpu --threads 2 --large --before --out DIR  # CPU table
 timm is a benchmark-only dependency (present on the GPU machine); without it the DeiT-T rows
 are skipped.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.vision_cpu import cpu_report
 from models import create_model
 from models.vision import PLSTMVision
 
@@ -294,25 +297,6 @@ def top_kernels(prof) -> list[dict]:
     ]
 
 
-def cpu_table(threads: int, large: bool) -> list[dict]:
-    torch.set_num_threads(threads)
-    sizes = [96, 192, 384] + ([768] if large else [])
-    variants = [("vit_t", None)] + [
-        ("plstm_vis_t", m) for m in ("parallel", "fused", "recurrent", "chunkwise")
-    ]
-    rows = []
-    for name, method in variants:
-        row: dict = {"model": name if method is None else f"{name} ({method})"}
-        for img in sizes:
-            model = build(name, img, 8, method).eval()
-            x = torch.rand(1, 3, img, img)
-            reps = 5 if img <= 192 else 2
-            with torch.inference_mode():
-                seconds = median_seconds(lambda m=model, x=x: m(x), x.device, reps, 1)
-            row[f"{img} px ms"] = seconds * 1000
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -336,6 +320,17 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="the CPU table instead of the GPU one")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (with --cpu)")
     parser.add_argument("--large", action="store_true", help="also 768 px (with --cpu)")
+    parser.add_argument(
+        "--before", action="store_true", help="with --cpu: also the reference path (96, 192 px)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --cpu: runs of every cell")
+    parser.add_argument(
+        "--max-load", type=float, help="with --cpu: wait for a 1-min load average below this"
+    )
+    parser.add_argument("--max-wait", type=float, default=600, help="with --cpu: seconds")
+    parser.add_argument(
+        "--cell-timeout", type=float, default=1800, help="with --cpu: seconds per cell"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller batches (a smoke run)")
     parser.add_argument(
         "--skip",
@@ -347,11 +342,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.cpu:
-        rows = cpu_table(args.threads, args.large)
-        result = {"device": "cpu", "threads": args.threads, "rows": rows}
+        result, text = cpu_report(args)
         tag = "cpu"
-        text = f"# CPU, batch 1, {args.threads} threads, float32, patch 8 (latency, ms)\n\n"
-        text += markdown(result["rows"]) + "\n"
     else:
         device = torch.device("cuda")
         result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}

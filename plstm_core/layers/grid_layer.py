@@ -19,6 +19,7 @@ from plstm_core.ops.grid_mix import (
     unpack_gates,
     unpack_qkv,
 )
+from plstm_core.ops.grid_mix_cpu import grid_mix_cpu, grid_mix_cpu_supported
 from plstm_core.ops.grid_mix_triton import grid_mix_fused, grid_mix_supported
 
 GRID_METHODS = ("parallel", "recurrent", "chunkwise", "fused")
@@ -64,6 +65,13 @@ class PLSTMGridLayer(nn.Module):
     - ``"fused"``: the four gating matrices (mapped back to the unflipped node order) are summed
       and ONE :func:`gated_linear_attention` contraction runs (paper A.7 multi-directional form);
       O(B·H·N²·(K+V)) time for the contraction plus four gating constructions, O(B·H·N²) memory.
+
+    On the CPU (:mod:`plstm_core.ops.grid_mix_cpu`) "parallel" and "fused" build the summed
+    gating matrix directly (:mod:`plstm_core.ops.grid_mix_summed`, quadratic in X·Y) and
+    "recurrent" and "chunkwise" run the chunkwise form over 4×4 tiles of all four orientations
+    in one wavefront (:mod:`plstm_core.ops.grid_mix_tiles`, linear in X·Y; grids of at most
+    1600 tokens take the summed form, faster there); the results are the same.
+    ``PLSTM_FUSED_LAYER=0`` restores the forms above on every device.
 
     Initialisation (paper Table 4): gate weights zero, Source bias −4, Mark bias −4, Direct
     bias −6, Transition bias 1 inside tanh(5·(b + Wx)), angle bias linear over heads in
@@ -201,6 +209,8 @@ class PLSTMGridLayer(nn.Module):
         self._check_method()
         self._check_input(x)
         z = self.project(x)
+        if grid_mix_cpu_supported(z):
+            return grid_mix_cpu(z, self.layout, self.method)
         if self.method == "fused":
             return self._summed_gating_mix(z)
         if self.method == "parallel" and grid_mix_supported(z, self.layout):
