@@ -9,24 +9,42 @@ A batch closes when it holds ``max_batch_size`` items or ``max_delay_ms`` after 
 arrived, whichever comes first; if the worker is still running a batch at that time, the batch
 stays open (filling up to ``max_batch_size``) until the worker is free, so under load batches
 grow instead of queueing up as many small ones. At most ``max_queue_size`` items wait (not yet
-running); beyond that :meth:`Batcher.submit` raises :class:`QueueFull`.
+running); beyond that :meth:`Batcher.submit` raises :class:`QueueFull`. With ``fits``, an item
+that would make its open batch too large for one call (e.g. its predicted memory) closes it and
+opens the next.
+
+Deadlines (:mod:`app.admission`): every item has one (``deadline``, or ``timeout`` / the
+batcher's ``timeout_s`` from now) and a predicted ``work``. :meth:`Batcher.submit` refuses an
+item at once with :class:`Overloaded` (Retry-After from the measured drain rate) when it is not
+expected to be answered in time; an item still waiting at its deadline is dropped and its
+caller gets :class:`RequestTimeout`; so is an item whose caller went away (cancelled). When every
+caller of the running batch has gone, :attr:`Batcher.cancel_requested` turns true so the batch
+function may stop early (:class:`app.inference.ModelRuntime` checks it between blocks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.admission import Admission, Deadline, Overloaded, QueueFull, Shed
 from app.metrics import Metrics
 
-
-class QueueFull(Exception):
-    """The queue holds ``max_queue_size`` waiting items (answer 503 with Retry-After)."""
+__all__ = [
+    "Batcher",
+    "Deadline",
+    "Overloaded",
+    "QueueFull",
+    "RequestTimeout",
+    "Shed",
+    "ShuttingDown",
+]
 
 
 class ShuttingDown(Exception):
@@ -41,11 +59,15 @@ class RequestTimeout(asyncio.TimeoutError):
 class _Item:
     value: Any
     future: asyncio.Future
+    deadline: Deadline | None = None
+    work: float = 1.0
+    size: Any = None
     enqueued: float = field(default_factory=time.perf_counter)
     started: bool = False
 
 
 BatchFn = Callable[[Hashable, list[Any]], Sequence[Any]]
+FitsFn = Callable[[Hashable, Any], bool]
 
 
 class Batcher:
@@ -53,7 +75,10 @@ class Batcher:
 
     ``timeout_s`` is the default per-request timeout of :meth:`submit` (None: wait forever).
     With ``metrics`` and ``model``, queue depth, queue time and batch sizes are recorded
-    under that model name. Create and use it from one event loop.
+    under that model name. ``fits(key, size)``: whether items whose joined ``size`` is
+    ``size`` may run as one call (sizes join with ``a.join(b)``). ``drain_prior``: the drain
+    rate (work per second) assumed before the first batch is measured; give 1.0 when the
+    items' work is their predicted seconds. Create and use it from one event loop.
     """
 
     def __init__(
@@ -66,6 +91,8 @@ class Batcher:
         timeout_s: float | None = None,
         metrics: Metrics | None = None,
         model: str = "",
+        fits: FitsFn | None = None,
+        drain_prior: float | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
@@ -80,7 +107,10 @@ class Batcher:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.model = model
+        self.fits = fits
+        self.admission = Admission(drain_prior)
         self._open: dict[Hashable, list[_Item]] = {}
+        self._open_size: dict[Hashable, Any] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._due: dict[Hashable, None] = {}  # past their delay, waiting for a free worker
         self._ready: asyncio.Queue[tuple[Hashable, list[_Item]]] | None = None
@@ -90,6 +120,8 @@ class Batcher:
         self._running = 0
         self._closing = False
         self._idle: asyncio.Event | None = None
+        self._running_items: list[_Item] = []
+        self._cancel = threading.Event()
 
     @property
     def queue_depth(self) -> int:
@@ -100,33 +132,76 @@ class Batcher:
     def closing(self) -> bool:
         return self._closing
 
-    async def submit(self, item: Any, group_key: Hashable, timeout: float | None = None) -> Any:
-        """Queue ``item`` and return its result (or raise its exception). ``timeout``
-        (seconds; default the batcher's ``timeout_s``) covers queueing and running.
-        Raises :class:`ShuttingDown`, :class:`QueueFull` or :class:`RequestTimeout`."""
+    @property
+    def cancel_requested(self) -> bool:
+        """True while the running batch has no caller left (thread-safe; read by ``fn``)."""
+        return self._cancel.is_set()
+
+    async def submit(
+        self,
+        item: Any,
+        group_key: Hashable,
+        timeout: float | None = None,
+        *,
+        deadline: Deadline | None = None,
+        work: float | None = None,
+        size: Any = None,
+    ) -> Any:
+        """Queue ``item`` and return its result (or raise its exception). ``deadline``, or
+        else ``timeout`` (seconds from now; default the batcher's ``timeout_s``), covers
+        queueing and running; ``work``: the item's predicted seconds (default 1); ``size``:
+        its size for ``fits``. Raises :class:`ShuttingDown`, :class:`QueueFull`,
+        :class:`Overloaded` or :class:`RequestTimeout`."""
+        now = time.perf_counter()
+        if deadline is None:
+            timeout = self.timeout_s if timeout is None else timeout
+            deadline = None if timeout is None else Deadline(now + timeout, timeout)
+        work = 1.0 if work is None else float(work)
         if self._closing:
             raise ShuttingDown("the server is shutting down")
         if self._depth >= self.max_queue_size:
-            raise QueueFull(f"queue of model {self.model!r} is full ({self.max_queue_size})")
+            raise QueueFull(
+                f"queue of model {self.model!r} is full ({self.max_queue_size})",
+                self.admission.queue_full_retry(now),
+            )
+        self.admission.admit(now, deadline, work, self.model)
         self._start()
         loop = asyncio.get_running_loop()
-        pending = _Item(item, loop.create_future())
-        batch = self._open.setdefault(group_key, [])
-        batch.append(pending)
+        pending = _Item(item, loop.create_future(), deadline, work, size, enqueued=now)
+        batch = self._join(group_key, pending)
         self._set_depth(self._depth + 1)
+        self.admission.enqueue(work)
         if len(batch) >= self.max_batch_size:
             self._close(group_key)
         elif len(batch) == 1:
             self._timers[group_key] = loop.call_later(self.max_delay, self._delay_over, group_key)
-        timeout = self.timeout_s if timeout is None else timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+            if deadline is None:
+                return await asyncio.shield(pending.future)
+            return await asyncio.wait_for(asyncio.shield(pending.future), max(0.0, deadline.left()))
         except TimeoutError:
             self._abandon(group_key, pending)
-            raise RequestTimeout(f"no result within {timeout:g} s") from None
+            raise RequestTimeout(f"no result within {deadline.seconds:g} s") from None
         except asyncio.CancelledError:
             self._abandon(group_key, pending)
             raise
+
+    def _join(self, key: Hashable, pending: _Item) -> list[_Item]:
+        """Add ``pending`` to the open batch of ``key``, first closing that batch when the
+        item would make it too large for one call (``fits``)."""
+        batch = self._open.get(key)
+        current = self._open_size.get(key)
+        if batch and self.fits is not None and pending.size is not None and current is not None:
+            joined = current.join(pending.size)
+            if not self.fits(key, joined):
+                self._close(key)
+            else:
+                self._open_size[key] = joined
+        batch = self._open.setdefault(key, [])
+        if not batch:
+            self._open_size[key] = pending.size
+        batch.append(pending)
+        return batch
 
     async def drain(self) -> None:
         """Stop accepting items (:class:`ShuttingDown`), run everything queued or running,
@@ -173,13 +248,15 @@ class Batcher:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        self._open_size.pop(key, None)
         batch = self._open.pop(key, None)
         if batch:
             assert self._ready is not None
             self._ready.put_nowait((key, batch))
 
     def _abandon(self, key: Hashable, pending: _Item) -> None:
-        """The caller gave up: drop its item if it has not started, ignore its result if it has."""
+        """The caller gave up: drop its item if it has not started, ignore its result if it
+        has (and flag the running batch for cancellation once none of its callers is left)."""
         if not pending.started:
             batch = self._open.get(key)
             if batch is not None and pending in batch:
@@ -188,8 +265,29 @@ class Batcher:
                     self._close(key)
             pending.started = True  # a closed batch still holding it will skip it
             self._set_depth(self._depth - 1)
+            self.admission.dequeue(pending.work)
         if not pending.future.done():
             pending.future.cancel()
+        running = self._running_items
+        if running and pending in running and all(p.future.done() for p in running):
+            self._cancel.set()
+
+    def _expire(self, batch: list[_Item], now: float) -> list[_Item]:
+        """Drop the items of ``batch`` whose deadline has passed (their callers get
+        :class:`RequestTimeout`); the others."""
+        alive = []
+        for p in batch:
+            if p.deadline is not None and p.deadline.left(now) <= 0:
+                p.started = True
+                self._set_depth(self._depth - 1)
+                self.admission.dequeue(p.work)
+                if not p.future.done():
+                    p.future.set_exception(
+                        RequestTimeout("the request's deadline passed before its batch started")
+                    )
+            else:
+                alive.append(p)
+        return alive
 
     async def _work(self) -> None:
         assert self._ready is not None
@@ -198,18 +296,22 @@ class Batcher:
             for due in list(self._due):
                 self._close(due)
             key, batch = await self._ready.get()
-            batch = [p for p in batch if not p.started]
+            now = time.perf_counter()
+            batch = self._expire([p for p in batch if not p.started], now)
             if not batch:
                 continue
-            now = time.perf_counter()
             for p in batch:
                 p.started = True
+                self.admission.dequeue(p.work)
             self._running += 1
             self._set_depth(self._depth - len(batch))
             if self.metrics is not None:
                 self.metrics.batch_size.labels(self.model).observe(len(batch))
                 for p in batch:
                     self.metrics.queue_duration.labels(self.model).observe(now - p.enqueued)
+            self._running_items = batch
+            self._cancel.clear()
+            self.admission.start(sum(p.work for p in batch), now)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._call, key, [p.value for p in batch]
@@ -218,6 +320,8 @@ class Batcher:
                 results = [exc] * len(batch)
             finally:
                 self._running -= 1
+                self._running_items = []
+                self.admission.finish(time.perf_counter())
             for p, result in zip(batch, results, strict=True):
                 if p.future.done():
                     continue

@@ -2,9 +2,11 @@
 
 Bad input never becomes a 500: request validation → 422 naming the field, images → their
 :class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400,
-unknown models → 404, a full queue or a draining server → 503 with ``Retry-After``, a request
-past its timeout → 504. Anything else is a server fault: logged with its traceback, answered
-500 without internals.
+unknown models → 404, a request over a cost limit → 413 (:mod:`app.cost_limits`), a full queue
+or an expected wait past the request's deadline → 503 with the ``Retry-After`` the batcher
+computed from its drain rate (:mod:`app.admission`), a draining server → 503 with
+``Retry-After``, a request past its deadline → 504. Anything else is a server fault: logged with
+its traceback, answered 500 without internals.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.batching import RequestTimeout, Shed, ShuttingDown
 from app.images import ImageError
 from app.molecules import InvalidGraph, InvalidTensor
 from app.repository import ModelNotFound
@@ -67,8 +69,9 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc))
 
 
-async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
+async def _shed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Shed)
+    return error_response(503, f"server busy: {exc}", {"Retry-After": str(exc.retry_after)})
 
 
 async def _shutting_down(request: Request, exc: Exception) -> JSONResponse:
@@ -100,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for cls in (ImageError, InvalidGraph, InvalidTensor, LimitExceeded):
         app.add_exception_handler(cls, _with_status)
     app.add_exception_handler(ModelNotFound, _not_found)
-    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(Shed, _shed)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(RequestValidationError, _validation)

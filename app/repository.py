@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from app import backends
+from app.cost_calibration import build_cost_profile
+from app.cost_profile import CostProfile
 from app.cuda_graphs import InferenceGraphs
 from models.checkpoint import CONFIG_FILE, load_checkpoint, read_checkpoint_metadata
 from models.graph import GIN, PLSTMGraph
@@ -91,6 +93,9 @@ class ModelEntry:
     """Why ONNX is enabled but not available for this version."""
     graphs: InferenceGraphs | None = field(default=None, repr=False)
     """CUDA-graph cache of the image forward (:mod:`app.cuda_graphs`); None = always eager."""
+    cost: CostProfile | None = field(default=None, repr=False)
+    """Predicted time and memory per path (:mod:`app.cost_profile`); None for a model that is
+    not loaded."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held while the model runs: switching the pLSTM method is not thread-safe."""
 
@@ -300,6 +305,7 @@ class ModelRepository:
         onnx_max_graph_nodes: int = DEFAULT_MAX_GRAPH_NODES,
         cuda_graphs: bool = False,
         max_batch_size: int = 64,
+        max_request_memory_mb: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.device = resolve_device(device)
@@ -308,6 +314,7 @@ class ModelRepository:
         self.onnx_max_graph_nodes = onnx_max_graph_nodes
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.max_batch_size = max_batch_size
+        self.max_request_memory_mb = max_request_memory_mb
         self._entries: dict[str, dict[int, ModelEntry]] = {}
 
     def load_all(self) -> list[ModelEntry]:
@@ -359,6 +366,9 @@ class ModelRepository:
                 warm_up(entry)
             if self.onnx:
                 attach_onnx(entry, self.onnx_max_graph_nodes)
+            entry.cost = build_cost_profile(
+                entry, self.max_request_memory_mb, calibrate=self.warmup
+            )
         except (ValueError, OSError, RuntimeError) as exc:
             entry.model = None
             entry.state = UNAVAILABLE

@@ -12,13 +12,15 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from app import backends
+from app.cost_formulas import GraphBatch
+from app.deadlines import request_deadline, unless_disconnected
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, unavailable
 from app.images import decodes_quickly, load_image
 from app.inference import Outcome
 from app.molecules import graphs_from_request
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import choose_path, find_entry, find_runtime, image_size, inflight
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -88,10 +90,6 @@ def _ranked(probabilities: torch.Tensor, labels: list[str], k: int) -> list[Pred
     ]
 
 
-def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    return resolve_path(entry, path, tokens, status=422, field="path")
-
-
 @router.get("/models", response_model=ModelList, summary="List the served models")
 async def list_models(repository: RepositoryDep) -> ModelList:
     models = []
@@ -150,6 +148,7 @@ async def classify(
     version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
 ) -> ClassifyResponse:
     start = time.perf_counter()
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, version)
     entry = runtime.entry
     if entry.kind != "image" or runtime.spec is None:
@@ -169,8 +168,19 @@ async def classify(
         )
         prepared = load() if decodes_quickly(data) else await anyio.to_thread.run_sync(load)
         height, width = prepared.size
-        chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
-        outcome = await runtime.classify(prepared.tensor, chosen)
+        chosen = choose_path(
+            entry,
+            path,
+            image_size(entry, height, width),
+            deadline,
+            settings,
+            smaller="resize=model" if resize == "native" else "",
+            status=422,
+            field="path",
+        )
+        outcome = await unless_disconnected(
+            request, runtime.classify(prepared.tensor, chosen, deadline)
+        )
     probabilities = outcome.outputs.softmax(-1)
     k = top_k or min(DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
@@ -197,6 +207,7 @@ async def predict(
     version: Annotated[int | None, Query(ge=1, description="Model version.")] = None,
 ) -> PredictResponse:
     start = time.perf_counter()
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, version)
     entry = runtime.entry
     if entry.kind != "graph":
@@ -210,8 +221,20 @@ async def predict(
                 max_atoms=settings.max_atoms,
             )
         )
-        chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
-        outcome = await runtime.predict(graphs, chosen)
+        size = await anyio.to_thread.run_sync(GraphBatch.of, graphs)
+        chosen = choose_path(
+            entry,
+            path,
+            size,
+            deadline,
+            settings,
+            smaller="fewer or smaller molecules",
+            status=422,
+            field="path",
+        )
+        outcome = await unless_disconnected(
+            request, runtime.predict(graphs, chosen, deadline, size=size)
+        )
     task = _task(entry)
     outputs = outcome.outputs
     labels = _labels(entry, outputs.shape[1])

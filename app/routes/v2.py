@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -20,12 +21,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app import backends
+from app.admission import Deadline
+from app.cost_formulas import GraphBatch, Size
+from app.deadlines import request_deadline, unless_disconnected
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, error_response
+from app.inference import Outcome
 from app.molecules import graphs_from_tensor, images_from_tensor
 from app.repository import ModelEntry
-from app.routes import find_entry, find_runtime, inflight, resolve_path
+from app.routes import choose_path, find_entry, find_runtime, image_size, inflight
 from app.routes.v1 import ERRORS
 from app.schemas import (
     PATHS,
@@ -38,6 +42,7 @@ from app.schemas import (
     TensorMetadata,
     validation_error_message,
 )
+from app.settings import Settings
 
 PLATFORM = "pytorch"
 BINARY_HEADER = "inference-header-content-length"
@@ -155,8 +160,23 @@ def _path(parsed: InferenceRequest) -> str:
     return str(path)
 
 
-def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    return resolve_path(entry, path, tokens, status=400, field="parameters.path")
+def _choose(
+    entry: ModelEntry, path: str, size: Size, deadline: Deadline, settings: Settings, smaller: str
+) -> str:
+    return choose_path(
+        entry, path, size, deadline, settings, smaller=smaller, status=400, field="parameters.path"
+    )
+
+
+async def _every(awaitables: list[Awaitable[Outcome]]) -> list[Outcome]:
+    """All results; when one fails, the others are cancelled (their queued work dropped)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 @router.post("/models/{name}/infer", response_model=InferenceResponse, summary="Inference")
@@ -168,6 +188,7 @@ def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
 async def infer(
     request: Request, name: str, settings: SettingsDep, version: str | None = None
 ) -> InferenceResponse:
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, _version(name, version))
     entry = runtime.entry
     parsed = await _parse(request)
@@ -194,8 +215,11 @@ async def infer(
                     max_pixels=settings.max_image_pixels,
                 )
             )
-            chosen = _resolve(entry, path, backends.image_tokens(entry, *images.shape[2:]))
-            outcomes = await asyncio.gather(*(runtime.classify(im, chosen) for im in images))
+            size = image_size(entry, *images.shape[2:])
+            chosen = _choose(entry, path, size, deadline, settings, "a smaller image")
+            outcomes = await unless_disconnected(
+                request, _every([runtime.classify(im, chosen, deadline) for im in images])
+            )
             outputs = torch.stack([o.outputs for o in outcomes])
         else:
             graphs = await anyio.to_thread.run_sync(
@@ -206,8 +230,12 @@ async def infer(
                     max_atoms=settings.max_atoms,
                 )
             )
-            chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
-            outputs = (await runtime.predict(graphs, chosen)).outputs
+            size = await anyio.to_thread.run_sync(GraphBatch.of, graphs)
+            chosen = _choose(entry, path, size, deadline, settings, "fewer or smaller molecules")
+            outcome = await unless_disconnected(
+                request, runtime.predict(graphs, chosen, deadline, size=size)
+            )
+            outputs = outcome.outputs
     tensors = {"probabilities": outputs.softmax(-1), "logits": outputs, "values": outputs}
     return InferenceResponse(
         model_name=name,

@@ -1,0 +1,152 @@
+"""Deadline-aware admission for one batcher: what is queued and running, how fast it drains,
+and whether a new request can still be answered before its deadline.
+
+Each queued item carries its *work*: its predicted time alone on its path in seconds
+(:mod:`app.cost_profile`), or 1 per item when the model's time is not calibrated. The drain
+rate is the work finished per second of running, measured on every batch and smoothed
+(:data:`RATE_SMOOTHING`, one batch moving it by at most a factor :data:`RATE_STEP`); batching
+makes it exceed 1 s/s, a busier machine or a cost model that underestimates makes it fall.
+
+The expected wait of a new item is the rest of the running batch plus all queued work and its
+own, divided by that rate: ``wait = running_left + (queued + own) / rate``. The rest of the
+running batch is its expected duration minus its elapsed time, or, once it overruns, the
+overrun so far (a batch running long is assumed to run that much longer again), so a slow
+batch makes later requests shed at once instead of queueing behind it.
+
+An item is admitted when ``wait <= ADMIT_FRACTION · time left``, or when nothing is queued or
+running: an idle model always takes a request (whether a request is too large for its deadline
+on its own is the question of the cost limits, :mod:`app.cost_limits`), so the server recovers
+as soon as a slow batch ends. Otherwise :class:`Overloaded` carries
+``Retry-After = ⌈wait − ADMIT_FRACTION · time left⌉``: the seconds until, at the measured rate,
+enough work has drained for this request to fit. Until the first batch is measured, a model
+without calibrated times admits everything (only the queue size limits it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+ADMIT_FRACTION = 0.8
+"""Share of the time left to a deadline that the expected wait may fill (the rest absorbs
+the noise of the estimate)."""
+RATE_SMOOTHING = 0.3
+"""Weight of the latest batch in the drain rate."""
+RATE_STEP = 4.0
+"""A batch's own rate counts as at most this factor above or below the current drain rate, so
+one odd batch (a stall, an input the cost model misjudged) cannot swing the estimate."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered: ``at`` in ``time.perf_counter()`` seconds, and the
+    ``seconds`` it was given in all."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        """``seconds`` from now."""
+        return cls(time.perf_counter() + seconds, seconds)
+
+    def left(self, now: float | None = None) -> float:
+        """Seconds from ``now`` (default: now) to the deadline; negative once it passed."""
+        return self.at - (time.perf_counter() if now is None else now)
+
+
+class Shed(Exception):
+    """A request refused for load (503); ``retry_after`` in whole seconds (at least 1)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class QueueFull(Shed):
+    """The queue holds ``max_queue_size`` waiting items."""
+
+
+class Overloaded(Shed):
+    """The expected wait is longer than the time left to the request's deadline."""
+
+
+def retry_after(seconds: float) -> int:
+    """Whole seconds, at least 1."""
+    return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 1
+
+
+class Admission:
+    """The work of one batcher: queued, running, and the measured drain rate. ``prior``: the
+    drain rate assumed before any batch is measured (None: unknown, admit everything)."""
+
+    def __init__(self, prior: float | None = None) -> None:
+        self.rate = prior
+        self.queued_work = 0.0
+        self.queued_items = 0
+        self._running_work: float | None = None
+        self._running_start = 0.0
+
+    def enqueue(self, work: float) -> None:
+        self.queued_work += work
+        self.queued_items += 1
+
+    def dequeue(self, work: float) -> None:
+        """An item left the queue (its batch started, or it was abandoned)."""
+        self.queued_items -= 1
+        self.queued_work = max(0.0, self.queued_work - work) if self.queued_items else 0.0
+
+    def start(self, work: float, now: float) -> None:
+        """A batch of ``work`` starts running at ``now``."""
+        self._running_work, self._running_start = work, now
+
+    def finish(self, now: float) -> None:
+        """The running batch ended at ``now``: fold its rate into the drain rate."""
+        work, elapsed = self._running_work, now - self._running_start
+        self._running_work = None
+        if work is None or elapsed <= 0:
+            return
+        sample = work / elapsed
+        if self.rate is None:
+            self.rate = sample
+            return
+        sample = min(max(sample, self.rate / RATE_STEP), self.rate * RATE_STEP)
+        self.rate = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * self.rate
+
+    def running_left(self, now: float) -> float:
+        """Expected seconds until the running batch ends (module docstring); 0 when idle."""
+        if self._running_work is None or self.rate is None:
+            return 0.0
+        return abs(self._running_work / self.rate - (now - self._running_start))
+
+    def expected_wait(self, now: float, own_work: float) -> float | None:
+        """Seconds until an item of ``own_work`` queued now is answered; None while the drain
+        rate is unknown."""
+        if self.rate is None:
+            return None
+        return self.running_left(now) + (self.queued_work + own_work) / self.rate
+
+    def admit(self, now: float, deadline: Deadline | None, own_work: float, model: str) -> None:
+        """Raise :class:`Overloaded` when an item of ``own_work`` queued now is not expected
+        to be answered within :data:`ADMIT_FRACTION` of the time left to ``deadline``."""
+        if deadline is None or (not self.queued_items and self._running_work is None):
+            return
+        wait = self.expected_wait(now, own_work)
+        left = deadline.left(now)
+        budget = ADMIT_FRACTION * left
+        if wait is None or wait <= budget:
+            return
+        raise Overloaded(
+            f"model {model!r} is overloaded: the expected wait of ~{wait:.2g} s "
+            f"({self.queued_items} request(s) queued, draining at the measured rate) is over the "
+            f"{left:.2g} s left to the request's deadline",
+            retry_after(wait - budget),
+        )
+
+    def queue_full_retry(self, now: float) -> int:
+        """Seconds until, at the measured rate, one queued item has left the queue."""
+        if self.rate is None or not self.queued_items:
+            return 1
+        per_item = self.queued_work / self.queued_items / self.rate
+        return retry_after(self.running_left(now) + per_item)

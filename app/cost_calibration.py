@@ -1,0 +1,226 @@
+"""Build a loaded model version's :class:`~app.cost_profile.CostProfile` at warm-up.
+
+For every inference path the model is timed on three sizes on the serving device: the
+training size alone, a batch of four of it, and one input of twice the side (images: twice
+the patch grid; graphs: a chain four times as long), so that the fit separates the fixed cost
+of a call from the terms that grow with the batch and with the input (the quadratic gating
+matrix of the parallel form, the sequential steps of the recurrent and chunkwise forms). A
+size whose predicted time or memory is over :data:`CALIBRATION_MAX_S` /
+:data:`CALIBRATION_MAX_BYTES` (or the budget) is replaced by a smaller one (a batch of two,
+half the side) or skipped. Each size runs until its two fastest runs agree within
+:data:`AGREEMENT` (at most :data:`MAX_RUNS` runs) and the fastest run counts, so a busy moment
+of the machine does not inflate the constants.
+On a GPU the peak of allocated memory is measured too, and ``memory_scale`` rises above 1
+where it exceeds the formula.
+
+The per-call memory budget is ``PLSTM_MAX_REQUEST_MEMORY_MB`` when set, else
+:func:`default_memory_budget`: a quarter of the memory available on the CPU, half of the free
+memory of a GPU (measured when the version is loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from app import backends
+from app.cost_formulas import Architecture, GraphBatch, ImageBatch, Size, formula
+from app.cost_profile import CostProfile, fit_coefficients
+from models.graph import GIN, PLSTMGraph
+from models.molecule_features import MolGraph
+from models.vision import PLSTMVision, ViT
+
+if TYPE_CHECKING:
+    from app.repository import ModelEntry
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_MAX_S = 0.5
+"""Longest predicted run of one calibration size."""
+CALIBRATION_MAX_BYTES = 1 << 30
+"""Largest predicted memory of one calibration size."""
+MAX_RUNS = 4
+AGREEMENT = 0.2
+CPU_BUDGET_FRACTION = 0.25
+GPU_BUDGET_FRACTION = 0.5
+GRAPH_NODES = 6
+"""Nodes of the chain graph the graph calibration starts from."""
+
+
+def model_family(model: torch.nn.Module | None) -> str | None:
+    """The :data:`app.cost_formulas.FAMILIES` entry of ``model``'s class; None if unknown."""
+    for cls, family in (
+        (PLSTMVision, "plstm_vision"),
+        (ViT, "vit"),
+        (PLSTMGraph, "plstm_graph"),
+        (GIN, "gin"),
+    ):
+        if isinstance(model, cls):
+            return family
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations on this machine (MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_memory_budget(device: torch.device) -> float:
+    """Bytes one model call may use when no budget is configured (module docstring)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free * GPU_BUDGET_FRACTION
+    return available_memory() * CPU_BUDGET_FRACTION
+
+
+def _dtype_bytes(model: torch.nn.Module) -> int:
+    param = next(model.parameters(), None)
+    return 4 if param is None or param.dtype.itemsize < 4 else param.dtype.itemsize
+
+
+def _image_grid(entry: ModelEntry, path: str) -> tuple[int, int]:
+    """Patch grid the calibration starts from: the ONNX export's, else the training size."""
+    patch = int(entry.config["patch_size"])
+    if path == "onnx":
+        size = backends.onnx_image_size(entry)
+        if size is not None:
+            return size[0] // patch, size[1] // patch
+    spec = entry.input_spec if isinstance(entry.input_spec, dict) else {}
+    img = int(entry.config.get("img_size", patch))
+    return int(spec.get("height", img)) // patch, int(spec.get("width", img)) // patch
+
+
+def _image_sizes(entry: ModelEntry, path: str) -> list[list[ImageBatch]]:
+    """Calibration sizes, each with its smaller fallbacks."""
+    gx, gy = _image_grid(entry, path)
+    one = ImageBatch(1, gx, gy)
+    if path == "onnx" and backends.onnx_image_size(entry) is not None:  # fixed resolution
+        return [[one], [ImageBatch(4, gx, gy), ImageBatch(2, gx, gy)]]
+    half = ImageBatch(1, max(1, gx // 2), max(1, gy // 2))
+    double = ImageBatch(1, 2 * gx, 2 * gy)
+    return [[one], [ImageBatch(4, gx, gy), ImageBatch(2, gx, gy)], [double, half]]
+
+
+def _chain(nodes: int, entry: ModelEntry, gen: torch.Generator) -> MolGraph:
+    features = int(entry.config["num_node_features"])
+    edge_features = int(entry.config.get("num_edge_features", 0))
+    edge_index = torch.stack([torch.arange(nodes - 1), torch.arange(1, nodes)])
+    x = torch.rand(nodes, features, generator=gen)
+    return MolGraph(x, edge_index, torch.rand(nodes - 1, edge_features, generator=gen))
+
+
+def _graph_sizes() -> list[list[tuple[int, int]]]:
+    """(graphs, nodes per graph) of every calibration size, with fallbacks."""
+    n = GRAPH_NODES
+    return [[(1, n)], [(4, n), (2, n)], [(1, 4 * n), (1, 2 * n)]]
+
+
+def _runner(entry: ModelEntry, path: str, size: Size | tuple[int, int]) -> tuple[Size, Callable]:
+    """The cost size of a calibration input and a function running it on ``path``."""
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(size, ImageBatch):
+        patch = int(entry.config["patch_size"])
+        chans = int(entry.config.get("in_chans", 3))
+        images = torch.rand(size.batch, chans, size.x * patch, size.y * patch, generator=gen)
+        return size, lambda: backends.run_images(entry, images, path)
+    count, nodes = size
+    graphs = [_chain(nodes, entry, gen) for _ in range(count)]
+    return GraphBatch.of(graphs), lambda: backends.run_graphs(entry, graphs, path)
+
+
+def _timed(run: Callable, device: torch.device) -> tuple[float, int | None]:
+    """The fastest run in seconds (module docstring), and on a GPU the peak of memory
+    allocated beyond what was allocated before (bytes)."""
+    times: list[float] = []
+    peak = None
+    while len(times) < MAX_RUNS:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        run()  # the backends return CPU tensors: the device is done when this returns
+        times.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            peak = max(peak or 0, torch.cuda.max_memory_allocated(device) - before)
+        fastest = sorted(times)[:2]
+        if len(fastest) == 2 and fastest[1] <= (1 + AGREEMENT) * fastest[0]:
+            break
+    return min(times), peak
+
+
+def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float:
+    """Fit ``profile.coefficients[path]``; returns the largest measured / predicted memory."""
+    f = formula(profile.arch.family, path)
+    cap = min(profile.memory_budget, CALIBRATION_MAX_BYTES)
+    options = _image_sizes(entry, path) if entry.kind == "image" else _graph_sizes()
+    points: list[tuple[dict[str, float], float]] = []
+    memory_ratio = 0.0
+    for candidates in options:
+        for candidate in candidates:
+            size, run = _runner(entry, path, candidate)
+            terms = f.terms(profile.arch, size)
+            if f.memory(profile.arch, size) > cap:
+                continue
+            if points:
+                first_terms, first_s = points[0]
+                growth = max(
+                    terms[t] / first_terms[t] for t in terms if t != "call" and first_terms[t] > 0
+                )
+                if first_s * growth > CALIBRATION_MAX_S:
+                    continue
+            seconds, peak = _timed(run, entry.device)
+            points.append((terms, seconds))
+            if peak is not None:
+                memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))
+            break
+    profile.coefficients[path] = fit_coefficients(points)
+    return memory_ratio
+
+
+def build_cost_profile(
+    entry: ModelEntry, memory_budget_mb: float | None, *, calibrate: bool
+) -> CostProfile | None:
+    """The cost profile of the loaded ``entry`` (None when its model family has no formulas);
+    with ``calibrate`` every path is timed (module docstring). A path whose calibration fails
+    stays untimed (logged)."""
+    family = model_family(entry.model)
+    if family is None or entry.model is None:
+        return None
+    budget = (
+        memory_budget_mb * 2**20
+        if memory_budget_mb is not None
+        else default_memory_budget(entry.device)
+    )
+    profile = CostProfile(
+        arch=Architecture.from_config(family, entry.config, _dtype_bytes(entry.model)),
+        paths=backends.model_paths(entry),
+        memory_budget=budget,
+        device=str(entry.device),
+    )
+    if not calibrate:
+        return profile
+    ratio = 0.0
+    for path in profile.paths:
+        try:
+            ratio = max(ratio, _calibrate_path(profile, entry, path))
+        except (ValueError, RuntimeError) as exc:
+            profile.coefficients.pop(path, None)
+            logger.warning(
+                "model %s version %d: path %s not timed: %s", entry.name, entry.version, path, exc
+            )
+    profile.memory_scale = max(1.0, ratio)
+    logger.info("model %s version %d costs: %s", entry.name, entry.version, profile.describe())
+    return profile
