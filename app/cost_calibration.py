@@ -5,11 +5,12 @@ training size alone, a batch of four of it, and one input of twice the side (ima
 the patch grid; graphs: a chain four times as long), so that the fit separates the fixed cost
 of a call from the terms that grow with the batch and with the input (the quadratic gating
 matrix of the parallel form, the sequential steps of the recurrent and chunkwise forms). A
-size whose predicted time or memory is over :data:`CALIBRATION_MAX_S` /
-:data:`CALIBRATION_MAX_BYTES` (or the budget) is replaced by a smaller one (a batch of two,
-half the side) or skipped. Each size runs until its two fastest runs agree within
-:data:`AGREEMENT` (at most :data:`MAX_RUNS` runs) and the fastest run counts, so a busy moment
-of the machine does not inflate the constants.
+size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the budget), or whose
+predicted time is over both :data:`CALIBRATION_MAX_S` and the first size's, is replaced by a
+smaller one (a batch of two, half the side) or skipped. Each size runs until its two fastest
+runs agree within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes
+longer than :data:`CALIBRATION_MAX_S`) and the fastest run counts, so a busy moment of the
+machine does not inflate the constants.
 On a GPU the peak of allocated memory is measured too, and ``memory_scale`` rises above 1
 where it exceeds the formula.
 
@@ -44,7 +45,7 @@ CALIBRATION_MAX_S = 0.5
 """Longest predicted run of one calibration size."""
 CALIBRATION_MAX_BYTES = 1 << 30
 """Largest predicted memory of one calibration size."""
-MAX_RUNS = 4
+MAX_RUNS = 3
 AGREEMENT = 0.2
 CPU_BUDGET_FRACTION = 0.25
 GPU_BUDGET_FRACTION = 0.5
@@ -156,7 +157,9 @@ def _timed(run: Callable, device: torch.device) -> tuple[float, int | None]:
         if device.type == "cuda":
             peak = max(peak or 0, torch.cuda.max_memory_allocated(device) - before)
         fastest = sorted(times)[:2]
-        if len(fastest) == 2 and fastest[1] <= (1 + AGREEMENT) * fastest[0]:
+        if times[-1] > CALIBRATION_MAX_S or (
+            len(fastest) == 2 and fastest[1] <= (1 + AGREEMENT) * fastest[0]
+        ):
             break
     return min(times), peak
 
@@ -179,7 +182,7 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
                 growth = max(
                     terms[t] / first_terms[t] for t in terms if t != "call" and first_terms[t] > 0
                 )
-                if first_s * growth > CALIBRATION_MAX_S:
+                if first_s * growth > max(CALIBRATION_MAX_S, first_s):
                     continue
             seconds, peak = _timed(run, entry.device)
             points.append((terms, seconds))

@@ -311,10 +311,11 @@ def _grid_chunkwise_terms(a: Architecture, s: ImageBatch) -> Terms:
 
 def _grid_chunkwise_memory(a: Architecture, s: ImageBatch) -> float:
     cx, cy, x2, y2 = _chunk(a, s)
-    n = cx * cy
+    n, edges = cx * cy, cx + cy
     diagonal = min(x2 // cx, y2 // cy)  # blocks on the longest anti-diagonal
-    blocks = 3 * x2 * y2 * n  # the gating matrices of all blocks, and their contraction
-    scan = diagonal * n * a.qk_head * a.v_head  # one diagonal's readout of the border states
+    # every block's gating matrix, boundary gates and q/k/v; one diagonal's border states
+    blocks = x2 * y2 * (3 * n + 6 * edges + 4 * (a.qk_head + a.v_head))
+    scan = 5 * diagonal * edges * a.qk_head * a.v_head
     return a.dtype_bytes * (_image_base_memory(a, s) + _problems(a, s) * (blocks + scan))
 
 
@@ -345,8 +346,10 @@ def _attention_terms(a: Architecture, s: ImageBatch) -> Terms:
 
 
 def _attention_memory(a: Architecture, s: ImageBatch) -> float:
-    scores = s.batch * a.heads * s.tokens * s.tokens  # the math kernel's score matrix
-    return a.dtype_bytes * (_image_base_memory(a, s) + scores)
+    # scaled_dot_product_attention's flash / memory-efficient kernels (CPU and CUDA, float32
+    # and bf16) never hold the N×N scores: only per-head copies of q, k, v and the output
+    heads = 2 * s.batch * a.heads * s.tokens * (a.qk_head + a.v_head)
+    return a.dtype_bytes * (_image_base_memory(a, s) + heads)
 
 
 # --- graphs -------------------------------------------------------------------------------
@@ -377,12 +380,12 @@ def _dag_parallel_terms(a: Architecture, s: GraphBatch) -> Terms:
 
 
 def _graph_base_memory(a: Architecture, s: GraphBatch) -> float:
-    return s.nodes * (a.node_features + 12 * a.dim) + s.edges * (a.edge_features + 4 * a.dim)
+    return s.nodes * (a.node_features + 8 * a.dim) + s.edges * (a.edge_features + 2 * a.dim)
 
 
 def _dag_parallel_memory(a: Architecture, s: GraphBatch) -> float:
     nmax, emax, j = s.max_nodes, s.max_edges, _squarings(s)
-    per_component = 3 * emax * (emax + nmax) + j * emax * emax + 4 * nmax * nmax
+    per_component = 2 * emax * (emax + nmax) + j * emax * emax + 2 * nmax * nmax
     return a.dtype_bytes * (_graph_base_memory(a, s) + s.components * a.heads * per_component)
 
 
@@ -397,7 +400,7 @@ def _dag_recurrent_terms(a: Architecture, s: GraphBatch) -> Terms:
 
 def _dag_recurrent_memory(a: Architecture, s: GraphBatch) -> float:
     kv = a.qk_head * a.v_head
-    states = (s.edges + s.line_edges) * a.heads * kv * 2
+    states = (s.edges + s.line_edges) * a.heads * kv
     return a.dtype_bytes * (_graph_base_memory(a, s) + states)
 
 

@@ -13,14 +13,22 @@ from starlette.datastructures import UploadFile
 
 from app import backends
 from app.cost_formulas import GraphBatch
+from app.cost_limits import check_tokens
 from app.deadlines import request_deadline, unless_disconnected
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError, unavailable
-from app.images import decodes_quickly, load_image
+from app.images import decodes_quickly, header_size, load_image
 from app.inference import Outcome
 from app.molecules import graphs_from_request
 from app.repository import ModelEntry
-from app.routes import choose_path, find_entry, find_runtime, image_size, inflight
+from app.routes import (
+    choose_path,
+    find_entry,
+    find_runtime,
+    image_size,
+    inflight,
+    native_image_size,
+)
 from app.schemas import (
     ClassifyResponse,
     ErrorResponse,
@@ -158,6 +166,10 @@ async def classify(
         raise ApiError(422, f"top_k: must be between 1 and {num_classes}, got {top_k}")
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
+        if resize == "native" and (header := header_size(data)) is not None:
+            # too many patches: refused before the pixels are decoded
+            grid = native_image_size(entry, height=header[1], width=header[0])
+            check_tokens(grid, settings.max_tokens, "resize=model")
         load = partial(
             load_image,
             data,
