@@ -321,6 +321,7 @@ class Batcher:
             finally:
                 self._running -= 1
                 self._running_items = []
+                self._cancel.clear()
                 self.admission.finish(time.perf_counter())
             for p, result in zip(batch, results, strict=True):
                 if p.future.done():

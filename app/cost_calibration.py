@@ -7,7 +7,8 @@ of a call from the terms that grow with the batch and with the input (the quadra
 matrix of the parallel form, the sequential steps of the recurrent and chunkwise forms). A
 size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the budget), or whose
 predicted time is over both :data:`CALIBRATION_MAX_S` and the first size's, is replaced by a
-smaller one (a batch of two, half the side) or skipped. Each size runs until its two fastest
+smaller one (a batch of two, half the side) or skipped. Each size runs once untimed (the first
+call at a new shape builds shape-dependent indices and kernels), then until its two fastest
 runs agree within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes
 longer than :data:`CALIBRATION_MAX_S`) and the fastest run counts, so a busy moment of the
 machine does not inflate the constants.
@@ -144,6 +145,7 @@ def _runner(entry: ModelEntry, path: str, size: Size | tuple[int, int]) -> tuple
 def _timed(run: Callable, device: torch.device) -> tuple[float, int | None]:
     """The fastest run in seconds (module docstring), and on a GPU the peak of memory
     allocated beyond what was allocated before (bytes)."""
+    run()  # the first call at a new shape is slower: not timed
     times: list[float] = []
     peak = None
     while len(times) < MAX_RUNS:
