@@ -12,7 +12,8 @@ the conventional choice of :func:`app.backends.resolve_path` (parallel for small
 for large ones, ONNX where it applies) is kept while it fits and is predicted within
 :data:`AUTO_MARGIN` of the fastest: timings of small inputs are mostly fixed costs and noise, and
 a choice that flips between runs helps nobody. Without timings (warm-up off) the conventional
-choice, unless it does not fit the memory budget, then the fitting path needing the least memory.
+choice, unless it does not fit the memory budget, then the first fitting path of
+:data:`UNTIMED_ORDER`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from app.repository import ModelEntry
 
 STATUS = 413
+UNTIMED_ORDER = ("onnx", "chunkwise", "parallel", "recurrent")
+"""Preference among the fitting paths when their times are unknown: chunkwise bounds memory
+and stays fast; the recurrent form is the slowest."""
 AUTO_MARGIN = 2.0
 """How many times slower than the fastest fitting path the conventional choice may be predicted
 and still be taken by ``path=auto``."""
@@ -121,7 +125,7 @@ def choose_path(
     usable = _usable(entry, size)
     fitting = _fitting(profile, usable, size, remaining_s)
     if not fitting:
-        cheapest = min(usable, key=lambda p: _rank(profile.estimate(p, size)))
+        cheapest = min(usable, key=lambda p: _rank(p, profile.estimate(p, size)))
         problem = _over(profile, cheapest, profile.estimate(cheapest, size), remaining_s)
         raise CostLimitExceeded(
             f"{size.describe()} fits no inference path: the cheapest {problem}: "
@@ -144,14 +148,15 @@ def _pixels(entry: ModelEntry, grid: tuple[int, int] | None) -> tuple[int, int] 
     return grid[0] * patch, grid[1] * patch
 
 
-def _rank(estimate: Estimate) -> tuple[float, float]:
-    """Fastest first when timed, else least memory first."""
+def _rank(path: str, estimate: Estimate) -> tuple[float, float, float]:
+    """Fastest first when timed, else in :data:`UNTIMED_ORDER`; then least memory."""
     seconds = estimate.seconds if estimate.seconds is not None else 0.0
-    return seconds, estimate.bytes
+    order = UNTIMED_ORDER.index(path) if path in UNTIMED_ORDER else len(UNTIMED_ORDER)
+    return seconds, order, estimate.bytes
 
 
 def _fitting(profile: CostProfile, paths: list[str], size: Size, remaining_s: float) -> list[str]:
     """The ``paths`` within every limit, best first (:func:`_rank`)."""
     estimates = {p: profile.estimate(p, size) for p in paths}
     ok = [p for p in paths if _over(profile, p, estimates[p], remaining_s) is None]
-    return sorted(ok, key=lambda p: _rank(estimates[p]))
+    return sorted(ok, key=lambda p: _rank(p, estimates[p]))
