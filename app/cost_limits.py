@@ -10,10 +10,10 @@ memory budget of 5.5 GB (PLSTM_MAX_REQUEST_MEMORY_MB): use path=chunkwise or res
 ``path=auto`` takes the path with the smallest predicted time among those that fit, except that
 the conventional choice of :func:`app.backends.resolve_path` (parallel for small images, chunkwise
 for large ones, ONNX where it applies) is kept while it fits and is predicted within
-:data:`AUTO_MARGIN` of the fastest: timings of small inputs are mostly fixed costs and noise, and
-a choice that flips between runs helps nobody. Without timings (warm-up off) the conventional
-choice, unless it does not fit the memory budget, then the first fitting path of
-:data:`UNTIMED_ORDER`.
+:data:`AUTO_MARGIN` times or :data:`AUTO_MIN_GAIN_S` seconds of the fastest: timings of small
+inputs are mostly fixed costs and noise, and a choice that flips between runs helps nobody.
+Without timings (warm-up off): the conventional choice, unless it does not fit the memory
+budget, then the first fitting path of :data:`UNTIMED_ORDER`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ and stays fast; the recurrent form is the slowest."""
 AUTO_MARGIN = 2.0
 """How many times slower than the fastest fitting path the conventional choice may be predicted
 and still be taken by ``path=auto``."""
+AUTO_MIN_GAIN_S = 0.05
+"""... or how many seconds slower."""
 MEMORY_LIMIT = "PLSTM_MAX_REQUEST_MEMORY_MB"
 DEADLINE_LIMIT = "PLSTM_REQUEST_TIMEOUT_S / X-Request-Timeout"
 
@@ -138,7 +140,8 @@ def choose_path(
         return legacy
     fastest = profile.estimate(fitting[0], size).seconds or 0.0
     legacy_s = profile.estimate(legacy, size).seconds or 0.0
-    return legacy if legacy_s <= AUTO_MARGIN * fastest else fitting[0]
+    keep = legacy_s <= AUTO_MARGIN * fastest or legacy_s - fastest <= AUTO_MIN_GAIN_S
+    return legacy if keep else fitting[0]
 
 
 def _pixels(entry: ModelEntry, grid: tuple[int, int] | None) -> tuple[int, int] | None:

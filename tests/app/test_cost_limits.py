@@ -161,7 +161,7 @@ def test_an_unavailable_path_is_a_value_error() -> None:
 
 # --- the reproducers, through the HTTP API -------------------------------------------------
 
-BUDGET_MB = 128
+BUDGET_MB = 16
 ANSWER_S = 1.0
 """The issue's bound: a request over a limit is answered within a second."""
 RSS_GROWTH_BYTES = 300 * 2**20
@@ -208,7 +208,7 @@ def test_reproducer_768px_white_png_native_parallel(client: TestClient) -> None:
     )
     message = _refused(response, started)
     assert message.startswith("image of 96x96 patches needs ~17 GB on path parallel")
-    assert message.endswith("use resize=model")  # chunkwise needs ~1 GB, over 128 MB too
+    assert message.endswith("use resize=model")  # chunkwise needs ~1 GB, over 16 MB too
     assert _rss() - before < RSS_GROWTH_BYTES
 
 
@@ -230,7 +230,7 @@ def test_reproducer_4000px_png_native(client: TestClient) -> None:
 
 
 def test_reproducer_large_tensor_through_v2_infer(client: TestClient) -> None:
-    side = 256
+    side = 192
     body = {
         "inputs": [
             {
@@ -251,9 +251,9 @@ def test_reproducer_large_tensor_through_v2_infer(client: TestClient) -> None:
         headers={"content-type": "application/json"},
     )
     message = _refused(response, started)
-    assert message.startswith("image of 32x32 patches needs ~")
-    assert "on path parallel, over the per-request memory budget of 128 MB" in message
-    assert message.endswith("use path=recurrent or a smaller image")
+    assert message.startswith("image of 24x24 patches needs ~78 MB on path parallel, over the")
+    assert "per-request memory budget of 16 MB (PLSTM_MAX_REQUEST_MEMORY_MB)" in message
+    assert message.endswith("use a smaller image")
     assert _rss() - before < RSS_GROWTH_BYTES
 
 

@@ -53,7 +53,12 @@ def socket_path() -> Iterator[str]:
 
 
 def _settings(repo: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"device": "cpu", "warmup": False, "max_delay_ms": 50.0}
+    values: dict[str, Any] = {
+        "device": "cpu",
+        "warmup": False,
+        "max_delay_ms": 50.0,
+        "max_request_memory_mb": 1024,
+    }
     return Settings(model_repository=repo, **{**values, **overrides})
 
 
@@ -121,7 +126,7 @@ def test_same_answers_as_inline(repo: Path, socket_path: str) -> None:
                 expected = _answer(await inline.request(**request))
                 assert _answer(await worker.request(**request)) == expected, request
                 statuses.add(expected[0])
-            assert statuses == {200, 400, 404, 415, 422}
+            assert statuses == {200, 400, 404, 413, 415, 422}
             assert await failure(worker_app) == await failure(inline_app)
             assert (await failure(inline_app))[0] == 422
             health = (await worker.get("/healthz")).json()
