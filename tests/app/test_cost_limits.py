@@ -251,7 +251,7 @@ def test_reproducer_large_tensor_through_v2_infer(client: TestClient) -> None:
         headers={"content-type": "application/json"},
     )
     message = _refused(response, started)
-    assert message.startswith("image of 24x24 patches needs ~78 MB on path parallel, over the")
+    assert message.startswith("image of 24x24 patches needs ~77.5 MB on path parallel, over the")
     assert "per-request memory budget of 16 MB (PLSTM_MAX_REQUEST_MEMORY_MB)" in message
     assert message.endswith("use a smaller image")
     assert _rss() - before < RSS_GROWTH_BYTES
