@@ -8,7 +8,9 @@ rate is the work finished per second of running, measured on every batch and smo
 makes it exceed 1 s/s, a busier machine or a cost model that underestimates makes it fall.
 
 The expected wait of a new item is the rest of the running batch plus all queued work and its
-own, divided by that rate: ``wait = running_left + (queued + own) / rate``. The rest of the
+own, divided by that rate, plus the event loop's lag (the measured, smoothed delay between a
+result being ready and its caller resuming, which grows when the loop is busy with arrivals):
+``wait = running_left + (queued + own) / rate + lag``. The rest of the
 running batch is its expected duration minus its elapsed time, or, once it overruns, the
 overrun so far (a batch running long is assumed to run that much longer again), so a slow
 batch makes later requests shed at once instead of queueing behind it.
@@ -28,9 +30,11 @@ import math
 import time
 from dataclasses import dataclass
 
-ADMIT_FRACTION = 0.8
-"""Share of the time left to a deadline that the expected wait may fill (the rest absorbs
-the noise of the estimate)."""
+ADMIT_FRACTION = 0.5
+"""Share of the time left to a deadline that the expected wait may fill: the rest absorbs the
+error of the estimate (the drain rate of a busy machine swings by tens of percent within
+seconds, and answering takes event-loop time the rate does not see), so admitted requests are
+answered in time instead of timing out after using the model."""
 RATE_SMOOTHING = 0.3
 """Weight of the latest batch in the drain rate."""
 RATE_STEP = 4.0
@@ -83,6 +87,7 @@ class Admission:
 
     def __init__(self, prior: float | None = None) -> None:
         self.rate = prior
+        self.lag = 0.0
         self.queued_work = 0.0
         self.queued_items = 0
         self._running_work: float | None = None
@@ -114,6 +119,10 @@ class Admission:
         sample = min(max(sample, self.rate / RATE_STEP), self.rate * RATE_STEP)
         self.rate = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * self.rate
 
+    def observe_lag(self, seconds: float) -> None:
+        """A caller resumed ``seconds`` after its result was ready."""
+        self.lag = RATE_SMOOTHING * max(0.0, seconds) + (1 - RATE_SMOOTHING) * self.lag
+
     def running_left(self, now: float) -> float:
         """Expected seconds until the running batch ends (module docstring); 0 when idle."""
         if self._running_work is None or self.rate is None:
@@ -125,7 +134,7 @@ class Admission:
         rate is unknown."""
         if self.rate is None:
             return None
-        return self.running_left(now) + (self.queued_work + own_work) / self.rate
+        return self.running_left(now) + (self.queued_work + own_work) / self.rate + self.lag
 
     def admit(self, now: float, deadline: Deadline | None, own_work: float, model: str) -> None:
         """Raise :class:`Overloaded` when an item of ``own_work`` queued now is not expected

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -35,6 +36,8 @@ from typing import Any
 
 from app.admission import Admission, Deadline, Overloaded, QueueFull, Shed
 from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Batcher",
@@ -64,6 +67,7 @@ class _Item:
     size: Any = None
     enqueued: float = field(default_factory=time.perf_counter)
     started: bool = False
+    finished: float = 0.0
 
 
 BatchFn = Callable[[Hashable, list[Any]], Sequence[Any]]
@@ -132,6 +136,19 @@ class Batcher:
     def closing(self) -> bool:
         return self._closing
 
+    def admit(self, deadline: Deadline | None) -> None:
+        """Raise what :meth:`submit` would for a new item of no work: :class:`ShuttingDown`,
+        :class:`QueueFull` or :class:`Overloaded` (a cheap check before decoding a request)."""
+        now = time.perf_counter()
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        if self._depth >= self.max_queue_size:
+            raise QueueFull(
+                f"queue of model {self.model!r} is full ({self.max_queue_size})",
+                self.admission.queue_full_retry(now),
+            )
+        self.admission.admit(now, deadline, 0.0, self.model)
+
     @property
     def cancel_requested(self) -> bool:
         """True while the running batch has no caller left (thread-safe; read by ``fn``)."""
@@ -177,8 +194,13 @@ class Batcher:
             self._timers[group_key] = loop.call_later(self.max_delay, self._delay_over, group_key)
         try:
             if deadline is None:
-                return await asyncio.shield(pending.future)
-            return await asyncio.wait_for(asyncio.shield(pending.future), max(0.0, deadline.left()))
+                result = await asyncio.shield(pending.future)
+            else:
+                result = await asyncio.wait_for(
+                    asyncio.shield(pending.future), max(0.0, deadline.left())
+                )
+            self.admission.observe_lag(time.perf_counter() - pending.finished)
+            return result
         except TimeoutError:
             self._abandon(group_key, pending)
             raise RequestTimeout(f"no result within {deadline.seconds:g} s") from None
@@ -311,7 +333,8 @@ class Batcher:
                     self.metrics.queue_duration.labels(self.model).observe(now - p.enqueued)
             self._running_items = batch
             self._cancel.clear()
-            self.admission.start(sum(p.work for p in batch), now)
+            work = sum(p.work for p in batch)
+            self.admission.start(work, now)
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._call, key, [p.value for p in batch]
@@ -322,8 +345,20 @@ class Batcher:
                 self._running -= 1
                 self._running_items = []
                 self._cancel.clear()
-                self.admission.finish(time.perf_counter())
+                end = time.perf_counter()
+                self.admission.finish(end)
+                logger.debug(
+                    "model %s: batch of %d (%.3g s of work) ran %.3g s; drain rate %.3g, "
+                    "%d queued",
+                    self.model,
+                    len(batch),
+                    work,
+                    end - now,
+                    self.admission.rate or 0.0,
+                    self._depth,
+                )
             for p, result in zip(batch, results, strict=True):
+                p.finished = time.perf_counter()
                 if p.future.done():
                     continue
                 if isinstance(result, BaseException):

@@ -223,6 +223,12 @@ class RemoteRuntime:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def admit(self, deadline: Deadline) -> None:
+        """Refuse new requests while draining; whether the model can take the request by its
+        deadline is the engine's decision, once it is forwarded."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+
     async def classify(
         self, image: torch.Tensor, path: str, deadline: Deadline | None = None
     ) -> Outcome:

@@ -154,6 +154,11 @@ class ModelRuntime:
         waited = time.perf_counter() - start
         return Outcome(output, inference_s, max(0.0, waited - inference_s))
 
+    def admit(self, deadline: Deadline) -> None:
+        """Shed a request at once (before it is decoded) when even a request of no work would
+        not be admitted now (:meth:`app.batching.Batcher.admit`)."""
+        self.batcher.admit(deadline)
+
     async def classify(
         self, image: torch.Tensor, path: str, deadline: Deadline | None = None
     ) -> Outcome:

@@ -62,9 +62,10 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Deadline of a request in seconds (a client may shorten it with the header "
-        "X-Request-Timeout): a request whose expected wait and run time exceed it is refused at "
-        "once with 503 and a Retry-After computed from the measured drain rate; one that cannot "
-        "meet it even on an idle server gets 413; one still unanswered at it gets 504.",
+        "X-Request-Timeout): a request not expected to be answered within half of it (the queue "
+        "ahead at the measured drain rate plus its own predicted time) gets 503 at once, with a "
+        "Retry-After computed from that rate; one predicted to take longer than it even on an "
+        "idle server gets 413; one still unanswered at it gets 504.",
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes (else 413)."
@@ -101,10 +102,10 @@ class Settings(BaseSettings):
     auto_chunkwise_tokens: int = Field(
         4096,
         ge=1,
-        description="Without warm-up timings (PLSTM_WARMUP=false), path=auto runs the chunkwise "
-        "form for pLSTM vision models when an image has more patches (tokens) than this, else "
-        "the parallel form (a path over the memory budget is never chosen); with them, auto "
-        "picks the path of least predicted time among those within the limits.",
+        description="The usual choice of path=auto for pLSTM vision models: the chunkwise form "
+        "for images of more patches (tokens) than this, else the parallel form. auto never "
+        "takes a path over the memory budget or the deadline, and with warm-up timings takes "
+        "another path when it is predicted more than twice (and 50 ms) faster.",
     )
     max_tokens: int = Field(
         65536,

@@ -164,6 +164,7 @@ async def classify(
     num_classes = int(entry.config["num_classes"])
     if top_k is not None and top_k > num_classes:
         raise ApiError(422, f"top_k: must be between 1 and {num_classes}, got {top_k}")
+    runtime.admit(deadline)  # an overloaded model sheds before the image is decoded
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
         if resize == "native" and (header := header_size(data)) is not None:
@@ -224,6 +225,7 @@ async def predict(
     entry = runtime.entry
     if entry.kind != "graph":
         raise ApiError(400, f"model {name!r} takes images: use POST /v1/models/{name}/classify")
+    runtime.admit(deadline)
     with inflight(request, name):
         graphs = await anyio.to_thread.run_sync(
             partial(

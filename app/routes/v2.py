@@ -203,6 +203,7 @@ async def infer(
         raise ApiError(400, f"unknown output(s) {unknown}; model {name!r} has {available}")
     path = _path(parsed)
     tensor = parsed.inputs[0]
+    runtime.admit(deadline)  # an overloaded model sheds before the tensor is decoded
     with inflight(request, name):
         if entry.kind == "image":
             assert runtime.spec is not None

@@ -79,15 +79,15 @@ def test_admitted_while_the_expected_wait_fits_the_deadline() -> None:
 
 def test_shed_with_retry_after_from_the_drain_rate() -> None:
     admission = _busy(rate=2.0, queued=4, work=0.5)
-    # expected wait 0.5 + 2.5 / 2 = 1.75 s; 1 s left, 0.8 s of it usable: 0.95 s too much
+    # expected wait 0.5 + 2.5 / 2 = 1.75 s; 1 s left, 0.5 s of it usable: 1.25 s too much
     with pytest.raises(Overloaded) as raised:
         admission.admit(0.0, Deadline(1.0, 1.0), 0.5, "m")
-    assert raised.value.retry_after == 1
+    assert raised.value.retry_after == 2
     assert "overloaded" in str(raised.value) and "4 request(s) queued" in str(raised.value)
-    slower = _busy(rate=0.5, queued=4, work=0.5)  # 2 + 5 = 7 s expected, 0.8 s usable
+    slower = _busy(rate=0.5, queued=4, work=0.5)  # 2 + 5 = 7 s expected, 0.5 s usable
     with pytest.raises(Overloaded) as raised:
         slower.admit(0.0, Deadline(1.0, 1.0), 0.5, "m")
-    assert raised.value.retry_after == 7  # ⌈7 − 0.8⌉
+    assert raised.value.retry_after == 7  # ⌈7 − 0.5⌉
 
 
 def test_the_queue_drains_and_admits_again() -> None:

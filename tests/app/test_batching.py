@@ -228,8 +228,8 @@ def test_an_expected_wait_past_the_deadline_is_shed_with_a_computed_retry_after(
     fn.release.clear()
 
     async def main() -> None:
-        # items of 2 s predicted work, 6 s deadlines (4.8 s usable), drain rate 1 s/s
-        batcher = Batcher(fn, 1, 0, 100, timeout_s=6.0, drain_prior=1.0)
+        # items of 2 s predicted work, 9 s deadlines (4.5 s usable), drain rate 1 s/s
+        batcher = Batcher(fn, 1, 0, 100, timeout_s=9.0, drain_prior=1.0)
         running = asyncio.ensure_future(batcher.submit(1, "k", work=2.0))
         await _until_running(fn)
         queued = asyncio.ensure_future(batcher.submit(2, "k", work=2.0))  # waits ~4 s: fits
@@ -237,7 +237,7 @@ def test_an_expected_wait_past_the_deadline_is_shed_with_a_computed_retry_after(
         assert batcher.queue_depth == 1
         with pytest.raises(Overloaded) as shed:  # would wait ~6 s
             await batcher.submit(3, "k", work=2.0)
-        assert shed.value.retry_after == 2  # ⌈6 − 4.8⌉ s at the drain rate
+        assert shed.value.retry_after == 2  # ⌈6 − 4.5⌉ s at the drain rate
         assert batcher.queue_depth == 1
         fn.release.set()
         assert await asyncio.gather(running, queued) == [10, 20]
@@ -266,9 +266,9 @@ def test_the_shed_retry_after_follows_the_measured_drain_rate() -> None:
         return shed.value.retry_after, rate
 
     retry, rate = run(main())
-    # ~10 items (9 queued, 1 running, and its own) at the measured rate, less 0.8 s usable
+    # ~10 items (9 queued, 1 running, and its own) at the measured rate, less 0.5 s usable
     assert retry >= 2
-    assert abs(retry - (10 / rate - 0.8)) <= 1.5
+    assert abs(retry - (10 / rate - 0.5)) <= 1.5
 
 
 def test_an_item_past_its_deadline_is_dropped_before_it_runs() -> None:
