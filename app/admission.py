@@ -7,13 +7,15 @@ rate is the work finished per second of running, measured on every batch and smo
 (:data:`RATE_SMOOTHING`, one batch moving it by at most a factor :data:`RATE_STEP`); batching
 makes it exceed 1 s/s, a busier machine or a cost model that underestimates makes it fall.
 
-The expected wait of a new item is the rest of the running batch plus all queued work and its
-own, divided by that rate, plus the event loop's lag (the measured, smoothed delay between a
-result being ready and its caller resuming, which grows when the loop is busy with arrivals):
-``wait = running_left + (queued + own) / rate + lag``. The rest of the
-running batch is its expected duration minus its elapsed time, or, once it overruns, the
-overrun so far (a batch running long is assumed to run that much longer again), so a slow
-batch makes later requests shed at once instead of queueing behind it.
+The expected wait of a new item is the rest of the running batch, plus the queued work divided
+by that rate, plus the run of its own batch: its own work at that rate or, when batches are
+larger, the smoothed duration of the recent batches (an item answers when its whole batch is
+done, and under load later arrivals fill that batch), plus the event loop's lag (the smoothed
+delay between a result being ready and its caller resuming, which grows when the loop is busy
+with arrivals): ``wait = running_left + queued / rate + max(own / rate, batch) + lag``.
+The rest of the running batch is its expected duration minus its elapsed time, or, once it
+overruns, the overrun so far (a batch running long is assumed to run that much longer again),
+so a slow batch makes later requests shed at once instead of queueing behind it.
 
 An item is admitted when ``wait <= ADMIT_FRACTION · time left``, or when nothing is queued or
 running: an idle model always takes a request (whether a request is too large for its deadline
@@ -76,6 +78,10 @@ class Overloaded(Shed):
     """The expected wait is longer than the time left to the request's deadline."""
 
 
+def _smooth(average: float, sample: float) -> float:
+    return RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * average
+
+
 def retry_after(seconds: float) -> int:
     """Whole seconds, at least 1."""
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 1
@@ -87,6 +93,7 @@ class Admission:
 
     def __init__(self, prior: float | None = None) -> None:
         self.rate = prior
+        self.batch_seconds = 0.0
         self.lag = 0.0
         self.queued_work = 0.0
         self.queued_items = 0
@@ -106,22 +113,25 @@ class Admission:
         """A batch of ``work`` starts running at ``now``."""
         self._running_work, self._running_start = work, now
 
-    def finish(self, now: float) -> None:
-        """The running batch ended at ``now``: fold its rate into the drain rate."""
+    def finish(self, now: float, measured: bool = True) -> None:
+        """The running batch ended at ``now``: fold its rate into the drain rate, unless not
+        ``measured`` (a batch all of whose callers had gone: whatever made them give up, a stall
+        or an input the cost model misjudged, says little about the rest of the queue)."""
         work, elapsed = self._running_work, now - self._running_start
         self._running_work = None
-        if work is None or elapsed <= 0:
+        if work is None or elapsed <= 0 or not measured:
             return
+        self.batch_seconds = _smooth(self.batch_seconds, elapsed) if self.batch_seconds else elapsed
         sample = work / elapsed
         if self.rate is None:
             self.rate = sample
             return
         sample = min(max(sample, self.rate / RATE_STEP), self.rate * RATE_STEP)
-        self.rate = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * self.rate
+        self.rate = _smooth(self.rate, sample)
 
     def observe_lag(self, seconds: float) -> None:
         """A caller resumed ``seconds`` after its result was ready."""
-        self.lag = RATE_SMOOTHING * max(0.0, seconds) + (1 - RATE_SMOOTHING) * self.lag
+        self.lag = _smooth(self.lag, max(0.0, seconds))
 
     def running_left(self, now: float) -> float:
         """Expected seconds until the running batch ends (module docstring); 0 when idle."""
@@ -134,7 +144,8 @@ class Admission:
         rate is unknown."""
         if self.rate is None:
             return None
-        return self.running_left(now) + (self.queued_work + own_work) / self.rate + self.lag
+        own = max(own_work / self.rate, self.batch_seconds)
+        return self.running_left(now) + self.queued_work / self.rate + own + self.lag
 
     def admit(self, now: float, deadline: Deadline | None, own_work: float, model: str) -> None:
         """Raise :class:`Overloaded` when an item of ``own_work`` queued now is not expected

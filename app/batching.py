@@ -16,10 +16,13 @@ opens the next.
 Deadlines (:mod:`app.admission`): every item has one (``deadline``, or ``timeout`` / the
 batcher's ``timeout_s`` from now) and a predicted ``work``. :meth:`Batcher.submit` refuses an
 item at once with :class:`Overloaded` (Retry-After from the measured drain rate) when it is not
-expected to be answered in time; an item still waiting at its deadline is dropped and its
-caller gets :class:`RequestTimeout`; so is an item whose caller went away (cancelled). When every
-caller of the running batch has gone, :attr:`Batcher.cancel_requested` turns true so the batch
-function may stop early (:class:`app.inference.ModelRuntime` checks it between blocks).
+expected to be answered in time. An item that has not started when its deadline passes, or whose
+batch starts too late for it to finish in time at the measured rate, is dropped before it runs
+and its caller gets :class:`Overloaded` too (it was shed, later); an item whose caller went away
+(cancelled) is dropped silently. Only an item whose batch ran past its deadline gets
+:class:`RequestTimeout`. When every caller of the running batch has gone,
+:attr:`Batcher.cancel_requested` turns true so the batch function may stop early
+(:class:`app.inference.ModelRuntime` checks it between blocks).
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.admission import Admission, Deadline, Overloaded, QueueFull, Shed
+from app.admission import (
+    ADMIT_FRACTION,
+    Admission,
+    Deadline,
+    Overloaded,
+    QueueFull,
+    Shed,
+    retry_after,
+)
 from app.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -202,7 +213,10 @@ class Batcher:
             self.admission.observe_lag(time.perf_counter() - pending.finished)
             return result
         except TimeoutError:
+            started = pending.started
             self._abandon(group_key, pending)
+            if not started:
+                raise self._shed_late(pending, time.perf_counter()) from None
             raise RequestTimeout(f"no result within {deadline.seconds:g} s") from None
         except asyncio.CancelledError:
             self._abandon(group_key, pending)
@@ -294,19 +308,32 @@ class Batcher:
         if running and pending in running and all(p.future.done() for p in running):
             self._cancel.set()
 
+    def _shed_late(self, pending: _Item, now: float) -> Overloaded:
+        """The error of an item dropped unrun because the queue kept it past (or too close to)
+        its deadline, with the Retry-After a new request like it would get now."""
+        assert pending.deadline is not None
+        wait = self.admission.expected_wait(now, pending.work)
+        budget = ADMIT_FRACTION * pending.deadline.seconds
+        return Overloaded(
+            f"model {self.model!r} is overloaded: the request could not be answered within its "
+            f"deadline of {pending.deadline.seconds:g} s and was dropped from the queue unrun",
+            retry_after(wait - budget) if wait is not None else 1,
+        )
+
     def _expire(self, batch: list[_Item], now: float) -> list[_Item]:
-        """Drop the items of ``batch`` whose deadline has passed (their callers get
-        :class:`RequestTimeout`); the others."""
+        """Drop the items of ``batch`` that cannot be answered by their deadline if the batch
+        starts now (deadline passed, or sooner than the batch's expected end at the drain rate;
+        their callers get :class:`Overloaded`); the others."""
+        rate = self.admission.rate
+        duration = sum(p.work for p in batch) / rate if rate else 0.0
         alive = []
         for p in batch:
-            if p.deadline is not None and p.deadline.left(now) <= 0:
+            if p.deadline is not None and p.deadline.left(now) <= duration:
                 p.started = True
                 self._set_depth(self._depth - 1)
                 self.admission.dequeue(p.work)
                 if not p.future.done():
-                    p.future.set_exception(
-                        RequestTimeout("the request's deadline passed before its batch started")
-                    )
+                    p.future.set_exception(self._shed_late(p, now))
             else:
                 alive.append(p)
         return alive
@@ -344,9 +371,9 @@ class Batcher:
             finally:
                 self._running -= 1
                 self._running_items = []
-                self._cancel.clear()
                 end = time.perf_counter()
-                self.admission.finish(end)
+                self.admission.finish(end, measured=not self._cancel.is_set())
+                self._cancel.clear()
                 logger.debug(
                     "model %s: batch of %d (%.3g s of work) ran %.3g s; drain rate %.3g, "
                     "%d queued",

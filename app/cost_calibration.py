@@ -1,13 +1,14 @@
 """Build a loaded model version's :class:`~app.cost_profile.CostProfile` at warm-up.
 
-For every inference path the model is timed on three sizes on the serving device: the
-training size alone, a batch of four of it, and one input of twice the side (images: twice
-the patch grid; graphs: a chain four times as long), so that the fit separates the fixed cost
-of a call from the terms that grow with the batch and with the input (the quadratic gating
-matrix of the parallel form, the sequential steps of the recurrent and chunkwise forms). A
-size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the budget), or whose
-predicted time is over both :data:`CALIBRATION_MAX_S` and the first size's, is replaced by a
-smaller one (a batch of two, half the side) or skipped. Each size runs once untimed (the first
+For every inference path the model is timed on the serving device at the training size, then
+at sizes of twice the side (images: twice the patch grid; graphs: a chain twice as long) until
+a run takes :data:`CALIBRATION_MIN_S` (below that, fixed costs and noise hide how the time
+grows), then on a batch of four of the last size and on the next larger size, so that the fit
+separates the fixed cost of a call from the terms that grow with the batch and with the input
+(the quadratic gating matrix of the parallel form, the sequential steps of the recurrent and
+chunkwise forms). A size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the
+budget), or whose predicted time is over both :data:`CALIBRATION_MAX_S` and the last size's, is
+skipped. Each size runs once untimed (the first
 call at a new shape builds shape-dependent indices and kernels), then until its two fastest
 runs agree within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes
 longer than :data:`CALIBRATION_MAX_S`) and the fastest run counts, so a busy moment of the
@@ -26,7 +27,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -42,6 +44,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+GraphSpec = tuple[int, int]
+"""A calibration graph input: (graphs, nodes per chain)."""
+Grow = Callable[[Size], Size]
+
+CALIBRATION_MIN_S = 0.02
+"""Sizes grow until a run takes this long."""
 CALIBRATION_MAX_S = 0.5
 """Longest predicted run of one calibration size."""
 CALIBRATION_MAX_BYTES = 1 << 30
@@ -104,15 +112,21 @@ def _image_grid(entry: ModelEntry, path: str) -> tuple[int, int]:
     return int(spec.get("height", img)) // patch, int(spec.get("width", img)) // patch
 
 
-def _image_sizes(entry: ModelEntry, path: str) -> list[list[ImageBatch]]:
-    """Calibration sizes, each with its smaller fallbacks."""
+def _image_ladder(entry: ModelEntry, path: str) -> tuple[Size, Grow, Grow]:
+    """The training size, the next larger size, and the batch of four of a size (images)."""
     gx, gy = _image_grid(entry, path)
-    one = ImageBatch(1, gx, gy)
     if path == "onnx" and backends.onnx_image_size(entry) is not None:  # fixed resolution
-        return [[one], [ImageBatch(4, gx, gy), ImageBatch(2, gx, gy)]]
-    half = ImageBatch(1, max(1, gx // 2), max(1, gy // 2))
-    double = ImageBatch(1, 2 * gx, 2 * gy)
-    return [[one], [ImageBatch(4, gx, gy), ImageBatch(2, gx, gy)], [double, half]]
+        return ImageBatch(1, gx, gy), lambda s: replace(s, batch=2 * s.batch), _four
+
+    def larger(s: Size) -> Size:
+        assert isinstance(s, ImageBatch)
+        return ImageBatch(1, 2 * s.x, 2 * s.y)
+
+    return ImageBatch(1, gx, gy), larger, _four
+
+
+def _four(size: Size) -> Size:
+    return replace(size, batch=4 * size.batch) if isinstance(size, ImageBatch) else size
 
 
 def _chain(nodes: int, entry: ModelEntry, gen: torch.Generator) -> MolGraph:
@@ -123,13 +137,12 @@ def _chain(nodes: int, entry: ModelEntry, gen: torch.Generator) -> MolGraph:
     return MolGraph(x, edge_index, torch.rand(nodes - 1, edge_features, generator=gen))
 
 
-def _graph_sizes() -> list[list[tuple[int, int]]]:
-    """(graphs, nodes per graph) of every calibration size, with fallbacks."""
-    n = GRAPH_NODES
-    return [[(1, n)], [(4, n), (2, n)], [(1, 4 * n), (1, 2 * n)]]
+def _graph_ladder() -> tuple[GraphSpec, Callable, Callable]:
+    """The first chain, the next longer one, and four of a chain (graphs, nodes per graph)."""
+    return (1, GRAPH_NODES), lambda s: (1, 2 * s[1]), lambda s: (4 * s[0], s[1])
 
 
-def _runner(entry: ModelEntry, path: str, size: Size | tuple[int, int]) -> tuple[Size, Callable]:
+def _runner(entry: ModelEntry, path: str, size: Size | GraphSpec) -> tuple[Size, Callable]:
     """The cost size of a calibration input and a function running it on ``path``."""
     gen = torch.Generator().manual_seed(0)
     if isinstance(size, ImageBatch):
@@ -167,30 +180,41 @@ def _timed(run: Callable, device: torch.device) -> tuple[float, int | None]:
 
 
 def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float:
-    """Fit ``profile.coefficients[path]``; returns the largest measured / predicted memory."""
+    """Fit ``profile.coefficients[path]`` (module docstring); returns the largest measured /
+    predicted memory."""
     f = formula(profile.arch.family, path)
     cap = min(profile.memory_budget, CALIBRATION_MAX_BYTES)
-    options = _image_sizes(entry, path) if entry.kind == "image" else _graph_sizes()
+    first, larger, four = _image_ladder(entry, path) if entry.kind == "image" else _graph_ladder()
     points: list[tuple[dict[str, float], float]] = []
     memory_ratio = 0.0
-    for candidates in options:
-        for candidate in candidates:
-            size, run = _runner(entry, path, candidate)
-            terms = f.terms(profile.arch, size)
-            if f.memory(profile.arch, size) > cap:
-                continue
-            if points:
-                first_terms, first_s = points[0]
-                growth = max(
-                    terms[t] / first_terms[t] for t in terms if t != "call" and first_terms[t] > 0
-                )
-                if first_s * growth > max(CALIBRATION_MAX_S, first_s):
-                    continue
-            seconds, peak = _timed(run, entry.device)
-            points.append((terms, seconds))
-            if peak is not None:
-                memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))
-            break
+
+    def measure(candidate: Any) -> bool:
+        """Time ``candidate`` if it is affordable; whether it was."""
+        nonlocal memory_ratio
+        size, run = _runner(entry, path, candidate)
+        terms = f.terms(profile.arch, size)
+        if points and f.memory(profile.arch, size) > cap:
+            return False
+        if points:
+            last_terms, last_s = points[-1]
+            growth = max(
+                [terms[t] / last_terms[t] for t in terms if t != "call" and last_terms[t] > 0]
+                or [1.0]
+            )
+            if last_s * growth > max(CALIBRATION_MAX_S, last_s):
+                return False
+        seconds, peak = _timed(run, entry.device)
+        points.append((terms, seconds))
+        if peak is not None:
+            memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))
+        return True
+
+    size = first
+    measure(size)
+    while points[-1][1] < CALIBRATION_MIN_S and measure(larger(size)):
+        size = larger(size)
+    measure(four(size))
+    measure(larger(size))
     profile.coefficients[path] = fit_coefficients(points)
     return memory_ratio
 

@@ -121,3 +121,11 @@ def test_a_deadline_knows_the_time_left() -> None:
     assert deadline.left(now=9.5) == pytest.approx(0.5)
     assert deadline.left(now=11.0) == pytest.approx(-1.0)
     assert Deadline.after(3.0).left() == pytest.approx(3.0, abs=0.5)
+
+
+def test_a_batch_whose_callers_all_left_does_not_move_the_rate() -> None:
+    admission = Admission(prior=2.0)
+    admission.start(work=1.0, now=0.0)
+    admission.finish(now=50.0, measured=False)
+    assert admission.rate == 2.0
+    assert admission.running_left(now=50.0) == 0.0

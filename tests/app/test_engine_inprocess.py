@@ -228,7 +228,12 @@ def test_overload_answers_match_inline(repo: Path, socket_path: str) -> None:
     assert remote == inline
     busy = (503, {"error": "server busy: queue of model 'vis' is full (2)"}, "1")
     late = (504, {"error": "request timed out: no result within 1 s"}, None)
-    assert inline == [busy, late, late, late]
+    dropped = (
+        "server busy: model 'vis' is overloaded: the request could not be answered within its "
+        "deadline of 1 s and was dropped from the queue unrun"
+    )
+    shed = (503, {"error": dropped}, "1")
+    assert inline == [busy, late, shed, shed]
 
 
 def test_engine_loss_answers_503_and_reconnects(repo: Path, socket_path: str) -> None:

@@ -1,5 +1,6 @@
 """Overload answers through the HTTP API: a full queue (503 + Retry-After), a request past its
-timeout (504), and new requests while the server drains (503).
+timeout (504) and one shed unrun behind it (503 + Retry-After), and new requests while the
+server drains (503).
 
 The app runs in-process on one event loop (its lifespan entered by hand, requests through
 ``httpx.ASGITransport``) with the model's forward wrapped by a :class:`Gate` that holds every
@@ -143,7 +144,7 @@ def test_full_queue_answers_503_and_queued_requests_still_succeed(repo: Path) ->
     asyncio.run(main())
 
 
-def test_request_past_its_timeout_answers_504_and_the_next_one_succeeds(repo: Path) -> None:
+def test_request_past_its_timeout_answers_504_the_one_queued_behind_it_503(repo: Path) -> None:
     async def main() -> None:
         async with serving(
             repo, max_batch_size=1, max_delay_ms=0, max_queue_size=4, request_timeout_s=TIMEOUT_S
@@ -153,16 +154,18 @@ def test_request_past_its_timeout_answers_504_and_the_next_one_succeeds(repo: Pa
             queued = asyncio.create_task(_classify(served, seed=2))  # waits behind it
             await _until(lambda: _queue_depth(served) == 1, "request 2 waits")
             start = time.perf_counter()
-            for response in await asyncio.gather(running, queued):
-                _assert_error(response, 504, "timed out", f"{TIMEOUT_S:g} s")
-                assert "retry-after" not in response.headers
+            late, shed = await asyncio.gather(running, queued)
+            _assert_error(late, 504, "timed out", f"{TIMEOUT_S:g} s")
+            assert "retry-after" not in late.headers
+            _assert_error(shed, 503, "server busy", f"within its deadline of {TIMEOUT_S:g} s")
+            assert int(shed.headers["retry-after"]) >= 1  # request 2 was shed, never run
             assert time.perf_counter() - start < TIMEOUT_S + 5.0
             assert _queue_depth(served) == 0  # the timed-out waiter left the queue
             served.gate.release.set()
             await served.gate.wait_finished()  # request 1's abandoned batch is done
             _assert_correct(repo, await _classify(served, seed=3), 3)
             assert served.gate.batch_sizes == [1, 1]  # request 2 never ran
-            assert (_requests(served, 504), _requests(served, 200)) == (2, 1)
+            assert [_requests(served, s) for s in (504, 503, 200)] == [1, 1, 1]
 
     asyncio.run(main())
 
