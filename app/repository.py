@@ -4,8 +4,9 @@ A version directory is the checkpoint directory itself (``config.json``, ``model
 ``metrics.json``) or holds exactly one such directory. Versions are positive integers written
 without leading zeros; other directory names are skipped with a warning. Every version is
 loaded with :func:`models.checkpoint.load_checkpoint` (which verifies the weights' sha256),
-warmed up on every inference path and then marked READY; any failure marks only that version
-UNAVAILABLE, with the reason, and is logged.
+warmed up on every inference path, given its cost profile (predicted time and memory per path,
+timed on a few sizes when warm-up is on: :mod:`app.cost_calibration`) and then marked READY;
+any failure marks only that version UNAVAILABLE, with the reason, and is logged.
 
 With ``onnx=True`` (``PLSTM_ONNX``) every loaded version also gets an ONNX Runtime session
 (:func:`attach_onnx`): the export ``model.onnx`` next to the checkpoint is reused when its
