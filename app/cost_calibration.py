@@ -8,8 +8,10 @@ separates the fixed cost of a call from the terms that grow with the batch and w
 (the quadratic gating matrix of the parallel form, the sequential steps of the recurrent and
 chunkwise forms). A size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the
 budget), or whose predicted time is over both :data:`CALIBRATION_MAX_S` and the last size's, is
-skipped. Each size runs once untimed (the first
-call at a new shape builds shape-dependent indices and kernels), then until its two fastest
+skipped, and no size is started once a path has used :data:`CALIBRATION_BUDGET_S` (a busy
+machine makes every run slow and noisy: the start-up must stay bounded all the same). Each
+size but the training size (which the warm-up ran) runs once untimed (the first call at a new
+shape builds shape-dependent indices and kernels), then until its two fastest
 runs agree within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes
 longer than :data:`CALIBRATION_MAX_S`) and the fastest run counts, so a busy moment of the
 machine does not inflate the constants.
@@ -52,6 +54,8 @@ CALIBRATION_MIN_S = 0.02
 """Sizes grow until a run takes this long."""
 CALIBRATION_MAX_S = 0.5
 """Longest predicted run of one calibration size."""
+CALIBRATION_BUDGET_S = 0.5
+"""Wall time after which a path's calibration starts no further size."""
 CALIBRATION_MAX_BYTES = 1 << 30
 """Largest predicted memory of one calibration size."""
 MAX_RUNS = 3
@@ -155,10 +159,11 @@ def _runner(entry: ModelEntry, path: str, size: Size | GraphSpec) -> tuple[Size,
     return GraphBatch.of(graphs), lambda: backends.run_graphs(entry, graphs, path)
 
 
-def _timed(run: Callable, device: torch.device) -> tuple[float, int | None]:
+def _timed(run: Callable, device: torch.device, new_shape: bool) -> tuple[float, int | None]:
     """The fastest run in seconds (module docstring), and on a GPU the peak of memory
     allocated beyond what was allocated before (bytes)."""
-    run()  # the first call at a new shape is slower: not timed
+    if new_shape:
+        run()  # the first call at a new shape is slower: not timed
     times: list[float] = []
     peak = None
     while len(times) < MAX_RUNS:
@@ -187,10 +192,13 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
     first, larger, four = _image_ladder(entry, path) if entry.kind == "image" else _graph_ladder()
     points: list[tuple[dict[str, float], float]] = []
     memory_ratio = 0.0
+    started = time.perf_counter()
 
     def measure(candidate: Any) -> bool:
         """Time ``candidate`` if it is affordable; whether it was."""
         nonlocal memory_ratio
+        if points and time.perf_counter() - started > CALIBRATION_BUDGET_S:
+            return False
         size, run = _runner(entry, path, candidate)
         terms = f.terms(profile.arch, size)
         if points and f.memory(profile.arch, size) > cap:
@@ -203,7 +211,7 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
             )
             if last_s * growth > max(CALIBRATION_MAX_S, last_s):
                 return False
-        seconds, peak = _timed(run, entry.device)
+        seconds, peak = _timed(run, entry.device, new_shape=bool(points))
         points.append((terms, seconds))
         if peak is not None:
             memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))

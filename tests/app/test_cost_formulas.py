@@ -17,7 +17,7 @@ import torch
 from app import backends
 from app.cost_calibration import build_cost_profile, model_family
 from app.cost_formulas import Architecture, GraphBatch, ImageBatch, formula
-from app.repository import READY, ModelEntry
+from app.repository import READY, ModelEntry, warm_up
 from bench.peak_memory import PeakMemory
 from models.molecule_features import (
     NUM_EDGE_FEATURES,
@@ -183,7 +183,9 @@ the calibration or the measurement of one attempt alone)."""
 def _time_ratios(
     entry: ModelEntry, path: str, cases: list[tuple[object, Callable[[], object]]]
 ) -> list[float]:
-    """Predicted / measured seconds of every (size, run) case after a fresh calibration."""
+    """Predicted / measured seconds of every (size, run) case after a fresh calibration (after
+    the warm-up, as the repository calibrates)."""
+    warm_up(entry)
     entry.cost = build_cost_profile(entry, 1024, calibrate=True)
     assert entry.cost is not None and entry.cost.timed
     ratios = []
