@@ -68,7 +68,11 @@ def _over(profile: CostProfile, path: str, estimate: Estimate, remaining_s: floa
 
 
 def _advice(paths: list[str], smaller: str) -> str:
-    options = [f"path={p}" for p in paths[:2]] + ([smaller] if smaller else [])
+    """The advice ``use path=... or <smaller>``: up to two of ``paths``, in the order of
+    :data:`UNTIMED_ORDER` (not by predicted time, which differs from one calibration to the
+    next: the same request gets the same answer from every process)."""
+    ordered = sorted(paths, key=lambda p: UNTIMED_ORDER.index(p) if p in UNTIMED_ORDER else 9)
+    options = [f"path={p}" for p in ordered[:2]] + ([smaller] if smaller else [])
     return "use " + " or ".join(options) if options else "send a smaller input"
 
 
