@@ -1,22 +1,24 @@
 """Build a loaded model version's :class:`~app.cost_profile.CostProfile` at warm-up.
 
-For every inference path the model is timed on the serving device at the training size, then
-at sizes of twice the side (images: twice the patch grid; graphs: a chain twice as long) until
-a run takes :data:`CALIBRATION_MIN_S` (below that, fixed costs and noise hide how the time
-grows), then on a batch of four of the last size and on the next larger size, so that the fit
-separates the fixed cost of a call from the terms that grow with the batch and with the input
-(the quadratic gating matrix of the parallel form, the sequential steps of the recurrent and
-chunkwise forms). A size whose predicted memory is over :data:`CALIBRATION_MAX_BYTES` (or the
-budget), or whose predicted time is over both :data:`CALIBRATION_MAX_S` and the last size's, is
-skipped, and no size is started once a path has used :data:`CALIBRATION_BUDGET_S` (a busy
-machine makes every run slow and noisy: the start-up must stay bounded all the same). Each
-size but the training size (which the warm-up ran) runs once untimed (the first call at a new
-shape builds shape-dependent indices and kernels), then until its two fastest
-runs agree within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes
-longer than :data:`CALIBRATION_MAX_S`) and the fastest run counts, so a busy moment of the
-machine does not inflate the constants.
-On a GPU the peak of allocated memory is measured too, and ``memory_scale`` rises above 1
-where it exceeds the formula.
+For every inference path the model is timed on the serving device: at the training size, at
+half its side (images: half the patch grid; graphs: a chain half as long), at sizes of twice the
+side until a run takes :data:`CALIBRATION_MIN_S` (below that, fixed costs and noise hide how the
+time grows), on a batch of four (or two) of the last size and on the next larger size, so that
+the fit separates the fixed cost of a call from the terms that grow with the batch and with the
+input (the quadratic gating matrix of the parallel form, the sequential steps of the recurrent
+and chunkwise forms). A size is skipped when its predicted memory is over
+:data:`CALIBRATION_MAX_BYTES` (or the budget), when its predicted time is over both
+:data:`CALIBRATION_MAX_S` and the time of the size it grows from, or once the path has used
+max(:data:`CALIBRATION_BUDGET_S`, :data:`BUDGET_FACTOR` × the training size's run) of wall
+time: a busy machine makes every run slow and noisy, and the start-up must stay bounded all the
+same.
+
+Each size but the training size (which the warm-up ran) runs once untimed (the first call at a
+new shape builds shape-dependent indices and kernels), then until its two fastest runs agree
+within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes longer than
+:data:`CALIBRATION_MAX_S`), and the fastest run counts, so a busy moment of the machine does
+not inflate the constants. On a GPU the peak of allocated memory is measured too, and
+``memory_scale`` rises above 1 where it exceeds the formula.
 
 The per-call memory budget is ``PLSTM_MAX_REQUEST_MEMORY_MB`` when set, else
 :func:`default_memory_budget`: a quarter of the memory available on the CPU, half of the free
@@ -29,7 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,14 +50,15 @@ logger = logging.getLogger(__name__)
 
 GraphSpec = tuple[int, int]
 """A calibration graph input: (graphs, nodes per chain)."""
-Grow = Callable[[Size], Size]
 
 CALIBRATION_MIN_S = 0.02
 """Sizes grow until a run takes this long."""
 CALIBRATION_MAX_S = 0.5
 """Longest predicted run of one calibration size."""
 CALIBRATION_BUDGET_S = 0.5
-"""Wall time after which a path's calibration starts no further size."""
+BUDGET_FACTOR = 6.0
+"""A path's calibration starts no further size after max(CALIBRATION_BUDGET_S, BUDGET_FACTOR ×
+the training size's run) of wall time."""
 CALIBRATION_MAX_BYTES = 1 << 30
 """Largest predicted memory of one calibration size."""
 MAX_RUNS = 3
@@ -116,21 +119,30 @@ def _image_grid(entry: ModelEntry, path: str) -> tuple[int, int]:
     return int(spec.get("height", img)) // patch, int(spec.get("width", img)) // patch
 
 
-def _image_ladder(entry: ModelEntry, path: str) -> tuple[Size, Grow, Grow]:
-    """The training size, the next larger size, and the batch of four of a size (images)."""
+@dataclass(frozen=True)
+class Ladder:
+    """Calibration inputs of one path: the ``first`` (training size), and from any input the
+    next ``larger`` one, a ``smaller`` one (None: none smaller) and ``times(size, k)``: k of it
+    in one call."""
+
+    first: Any
+    larger: Callable[[Any], Any]
+    smaller: Callable[[Any], Any | None]
+    times: Callable[[Any, int], Any]
+
+
+def _image_ladder(entry: ModelEntry, path: str) -> Ladder:
     gx, gy = _image_grid(entry, path)
+    first = ImageBatch(1, gx, gy)
+    times = lambda s, k: replace(s, batch=k * s.batch)  # noqa: E731
     if path == "onnx" and backends.onnx_image_size(entry) is not None:  # fixed resolution
-        return ImageBatch(1, gx, gy), lambda s: replace(s, batch=2 * s.batch), _four
-
-    def larger(s: Size) -> Size:
-        assert isinstance(s, ImageBatch)
-        return ImageBatch(1, 2 * s.x, 2 * s.y)
-
-    return ImageBatch(1, gx, gy), larger, _four
-
-
-def _four(size: Size) -> Size:
-    return replace(size, batch=4 * size.batch) if isinstance(size, ImageBatch) else size
+        return Ladder(first, lambda s: times(s, 2), lambda s: None, times)
+    return Ladder(
+        first,
+        lambda s: ImageBatch(1, 2 * s.x, 2 * s.y),
+        lambda s: ImageBatch(1, max(1, s.x // 2), max(1, s.y // 2)) if s.x * s.y > 1 else None,
+        times,
+    )
 
 
 def _chain(nodes: int, entry: ModelEntry, gen: torch.Generator) -> MolGraph:
@@ -141,9 +153,14 @@ def _chain(nodes: int, entry: ModelEntry, gen: torch.Generator) -> MolGraph:
     return MolGraph(x, edge_index, torch.rand(nodes - 1, edge_features, generator=gen))
 
 
-def _graph_ladder() -> tuple[GraphSpec, Callable, Callable]:
-    """The first chain, the next longer one, and four of a chain (graphs, nodes per graph)."""
-    return (1, GRAPH_NODES), lambda s: (1, 2 * s[1]), lambda s: (4 * s[0], s[1])
+def _graph_ladder() -> Ladder:
+    """Chains of (graphs, nodes per graph)."""
+    return Ladder(
+        (1, GRAPH_NODES),
+        lambda s: (1, 2 * s[1]),
+        lambda s: (1, s[1] // 2) if s[1] >= 4 else None,
+        lambda s, k: (k * s[0], s[1]),
+    )
 
 
 def _runner(entry: ModelEntry, path: str, size: Size | GraphSpec) -> tuple[Size, Callable]:
@@ -189,40 +206,45 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
     predicted memory."""
     f = formula(profile.arch.family, path)
     cap = min(profile.memory_budget, CALIBRATION_MAX_BYTES)
-    first, larger, four = _image_ladder(entry, path) if entry.kind == "image" else _graph_ladder()
+    ladder = _image_ladder(entry, path) if entry.kind == "image" else _graph_ladder()
     points: list[tuple[dict[str, float], float]] = []
     memory_ratio = 0.0
     started = time.perf_counter()
 
-    def measure(candidate: Any) -> bool:
-        """Time ``candidate`` if it is affordable; whether it was."""
+    def measure(candidate: Any, reference: tuple[dict[str, float], float] | None) -> float | None:
+        """Seconds of ``candidate`` if it is affordable (judged from the ``reference`` point
+        it grows from), else None."""
         nonlocal memory_ratio
-        if points and time.perf_counter() - started > CALIBRATION_BUDGET_S:
-            return False
+        if candidate is None:
+            return None
         size, run = _runner(entry, path, candidate)
         terms = f.terms(profile.arch, size)
-        if points and f.memory(profile.arch, size) > cap:
-            return False
-        if points:
-            last_terms, last_s = points[-1]
+        if reference is not None:
+            budget = max(CALIBRATION_BUDGET_S, BUDGET_FACTOR * points[0][1])
+            if time.perf_counter() - started > budget or f.memory(profile.arch, size) > cap:
+                return None
+            ref_terms, ref_s = reference
             growth = max(
-                [terms[t] / last_terms[t] for t in terms if t != "call" and last_terms[t] > 0]
+                [terms[t] / ref_terms[t] for t in terms if t != "call" and ref_terms[t] > 0]
                 or [1.0]
             )
-            if last_s * growth > max(CALIBRATION_MAX_S, last_s):
-                return False
-        seconds, peak = _timed(run, entry.device, new_shape=bool(points))
+            if ref_s * growth > max(CALIBRATION_MAX_S, ref_s):
+                return None
+        seconds, peak = _timed(run, entry.device, new_shape=reference is not None)
         points.append((terms, seconds))
         if peak is not None:
             memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))
-        return True
+        return seconds
 
-    size = first
-    measure(size)
-    while points[-1][1] < CALIBRATION_MIN_S and measure(larger(size)):
-        size = larger(size)
-    measure(four(size))
-    measure(larger(size))
+    measure(ladder.first, None)
+    base = points[0]
+    measure(ladder.smaller(ladder.first), base)  # cheap: with the first, how time grows
+    size, last = ladder.first, base
+    while last[1] < CALIBRATION_MIN_S and measure(ladder.larger(size), last) is not None:
+        size, last = ladder.larger(size), points[-1]
+    if measure(ladder.times(size, 4), last) is None:
+        measure(ladder.times(size, 2), last)
+    measure(ladder.larger(size), last)
     profile.coefficients[path] = fit_coefficients(points)
     return memory_ratio
 
