@@ -99,7 +99,7 @@ GRAPH_CASES = [
     (name, path, graphs)
     for name, paths in (("plstm_graph", ("parallel", "recurrent")), ("gin", ("parallel",)))
     for path in paths
-    for graphs in ((10, 10, 10, 10), (30, 5), (60, 60))
+    for graphs in ((10, 10, 10, 10), (30, 5))
 ]
 
 
