@@ -59,6 +59,7 @@ async def unless_disconnected(request: Request, awaitable: Awaitable[T]) -> T:
         watcher.cancel()
         if not work.done():
             work.cancel()
-    if work.done() and not work.cancelled():
+            await asyncio.wait({work})  # its queued item is dropped before the answer
+    if not work.cancelled():
         return work.result()
     raise ApiError(CLIENT_GONE_STATUS, "the client closed the connection")
