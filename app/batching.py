@@ -150,7 +150,9 @@ class Batcher:
     def admit(self, deadline: Deadline | None) -> None:
         """Raise what :meth:`submit` would for a new item of no work: :class:`ShuttingDown`,
         :class:`QueueFull` or :class:`Overloaded` (a cheap check before decoding a request)."""
-        now = time.perf_counter()
+        self._refuse(time.perf_counter(), deadline, 0.0)
+
+    def _refuse(self, now: float, deadline: Deadline | None, work: float) -> None:
         if self._closing:
             raise ShuttingDown("the server is shutting down")
         if self._depth >= self.max_queue_size:
@@ -158,7 +160,7 @@ class Batcher:
                 f"queue of model {self.model!r} is full ({self.max_queue_size})",
                 self.admission.queue_full_retry(now),
             )
-        self.admission.admit(now, deadline, 0.0, self.model)
+        self.admission.admit(now, deadline, work, self.model)
 
     @property
     def cancel_requested(self) -> bool:
@@ -185,14 +187,7 @@ class Batcher:
             timeout = self.timeout_s if timeout is None else timeout
             deadline = None if timeout is None else Deadline(now + timeout, timeout)
         work = 1.0 if work is None else float(work)
-        if self._closing:
-            raise ShuttingDown("the server is shutting down")
-        if self._depth >= self.max_queue_size:
-            raise QueueFull(
-                f"queue of model {self.model!r} is full ({self.max_queue_size})",
-                self.admission.queue_full_retry(now),
-            )
-        self.admission.admit(now, deadline, work, self.model)
+        self._refuse(now, deadline, work)
         self._start()
         loop = asyncio.get_running_loop()
         pending = _Item(item, loop.create_future(), deadline, work, size, enqueued=now)
