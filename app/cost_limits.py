@@ -131,10 +131,11 @@ def choose_path(
     usable = _usable(entry, size)
     fitting = _fitting(profile, usable, size, remaining_s)
     if not fitting:
-        cheapest = min(usable, key=lambda p: _rank(p, profile.estimate(p, size)))
-        problem = _over(profile, cheapest, profile.estimate(cheapest, size), remaining_s)
+        problems = [_over(profile, p, profile.estimate(p, size), remaining_s) for p in usable]
         raise CostLimitExceeded(
-            f"{size.describe()} fits no inference path: the cheapest {problem}: "
+            f"{size.describe()} fits no inference path: it "
+            + "; it ".join(p for p in problems if p)
+            + ": "
             + _advice([], smaller)
         )
     legacy = backends.resolve_path(entry, "auto", size.tokens, size=_pixels(entry, grid))

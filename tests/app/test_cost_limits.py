@@ -129,7 +129,9 @@ def test_an_image_no_path_can_run_is_refused_with_the_cheapest_prediction() -> N
     with pytest.raises(CostLimitExceeded) as refused:
         _choose(entry, "auto", 96)
     message = refused.value.message
-    assert message.startswith("image of 96x96 patches fits no inference path: the cheapest ")
+    assert message.startswith("image of 96x96 patches fits no inference path: it needs ~17 GB ")
+    for path in PATHS:  # every path's problem is named
+        assert f"on path {path}, over the per-request memory budget of 102 MB" in message
     assert message.endswith(": use resize=model")
 
 
