@@ -316,14 +316,15 @@ class Batcher:
         )
 
     def _expire(self, batch: list[_Item], now: float) -> list[_Item]:
-        """Drop the items of ``batch`` that cannot be answered by their deadline if the batch
-        starts now (deadline passed, or sooner than the batch's expected end at the drain rate;
+        """Drop the items of ``batch`` that are not expected to be answered by their deadline
+        if the batch starts now (deadline passed, or less time left than the batch's expected
+        duration at the drain rate over ``ADMIT_FRACTION``: the same margin as admission;
         their callers get :class:`Overloaded`); the others."""
         rate = self.admission.rate
         duration = sum(p.work for p in batch) / rate if rate else 0.0
         alive = []
         for p in batch:
-            if p.deadline is not None and p.deadline.left(now) <= duration:
+            if p.deadline is not None and p.deadline.left(now) <= duration / ADMIT_FRACTION:
                 p.started = True
                 self._set_depth(self._depth - 1)
                 self.admission.dequeue(p.work)
