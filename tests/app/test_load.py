@@ -5,7 +5,9 @@ models of tests/app/model_repo.py, warm-up and calibration on):
   rate (open loop): every answer is 200 or 503 with a computed Retry-After, the admitted ones
   are answered within their deadline (p99), and the server is ready and answers afterwards;
 - bounded soak: after a warm-up, mixed requests of every endpoint (with 4xx and 413 answers)
-  for :data:`SOAK_S` seconds: the server's resident memory grows by less than 5 %.
+  for :data:`SOAK_S` seconds: the server's resident memory (sampled every
+  :data:`RSS_EVERY_S`) at the end of the soak is less than 5 % above the highest it reached
+  during the warm-up (a leak grows without bound; the allocator's arenas only fluctuate).
 
 Each prints its figures (run with ``-s`` to see them)."""
 
@@ -31,17 +33,21 @@ from tests.app.model_repo import blank_png, make_repository, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
-DEADLINE_S = 2.0
-"""PLSTM_REQUEST_TIMEOUT_S of the server."""
+DEADLINE_S = 5.0
+"""PLSTM_REQUEST_TIMEOUT_S of the server: long enough that one request alone is far inside it
+even when the machine is busy (else it would get 413, not be queued)."""
 BATCH = 8
 """PLSTM_MAX_BATCH_SIZE of the server; the capacity is measured with twice as many clients, so
 its batches are full."""
 OVERLOAD = 4.0
 CAPACITY_S = 3.0
-OVERLOAD_S = 5.0
+OVERLOAD_S = 6.0
 SOAK_WARMUP_S = 10.0
 SOAK_S = float(os.environ.get("PLSTM_TEST_SOAK_S", "30"))
 RSS_GROWTH = 0.05
+RSS_EVERY_S = 0.5
+SOAK_END_S = 5.0
+"""The end of the soak: its last seconds of RSS samples."""
 PNG = (("content-type", "image/png"),)
 JSON = (("content-type", "application/json"),)
 
@@ -138,6 +144,7 @@ def test_four_times_capacity_answers_200_or_503_and_admitted_requests_meet_the_d
         return capacity, answers
 
     capacity, answers = asyncio.run(main())
+    assert capacity > 0, "no request was answered 200 while the capacity was measured"
     statuses = Counter(a.status for a in answers)
     admitted = [a.latency for a in answers if a.status == 200]
     shed = [a for a in answers if a.status == 503]
@@ -154,8 +161,8 @@ def test_four_times_capacity_answers_200_or_503_and_admitted_requests_meet_the_d
     assert len(admitted) >= capacity * OVERLOAD_S / 2  # the server kept serving
     for answer in shed:
         assert int(answer.headers["retry-after"]) >= 1
-        message = json.loads(answer.body)["error"]
-        assert message.startswith("server busy: model 'vis' is overloaded: the expected wait")
+        message = json.loads(answer.body)["error"]  # shed at arrival, or unrun from the queue
+        assert message.startswith("server busy: model 'vis' is overloaded: the ")
     assert p99 <= DEADLINE_S
     ready = httpx.get(f"{server.base}/v2/health/ready", timeout=5)
     assert ready.status_code == 200
@@ -194,19 +201,34 @@ def _mixed() -> list[Request]:
 def test_bounded_soak_of_mixed_requests(server: Server) -> None:
     requests = _mixed()
 
-    async def run(seconds: float) -> list:
-        return await closed_loop(server.host, server.port, requests, clients=4, seconds=seconds)
+    async def run(seconds: float) -> tuple[list, list[tuple[float, int]]]:
+        """Answers, and (time, RSS) samples taken meanwhile."""
+        samples: list[tuple[float, int]] = []
 
-    warm = asyncio.run(run(SOAK_WARMUP_S))
-    before = server.rss()
-    answers = asyncio.run(run(SOAK_S))
-    after = server.rss()
+        async def sample() -> None:
+            while True:
+                samples.append((time.perf_counter(), server.rss()))
+                await asyncio.sleep(RSS_EVERY_S)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            answers = await closed_loop(server.host, server.port, requests, 4, seconds)
+        finally:
+            sampler.cancel()
+        return answers, samples
+
+    warm, warm_rss = asyncio.run(run(SOAK_WARMUP_S))
+    answers, soak_rss = asyncio.run(run(SOAK_S))
+    before = max(rss for _, rss in warm_rss)
+    end = soak_rss[-1][0] - SOAK_END_S
+    after = max(rss for t, rss in soak_rss if t >= end)
     statuses = Counter(a.status for a in answers)
     growth = (after - before) / before
     print(
         f"\nsoak {SOAK_S:g} s after {SOAK_WARMUP_S:g} s ({len(warm)} requests) of warm-up: "
-        f"{len(answers)} requests {dict(statuses)}; RSS {before / 2**20:.0f} -> "
-        f"{after / 2**20:.0f} MiB ({growth:+.1%})"
+        f"{len(answers)} requests {dict(statuses)}; RSS highest in warm-up "
+        f"{before / 2**20:.0f} MiB, highest in the last {SOAK_END_S:g} s {after / 2**20:.0f} MiB "
+        f"({growth:+.1%})"
     )
     assert set(statuses) == {200, 400, 404, 413, 422}, statuses
     assert growth < RSS_GROWTH
