@@ -20,8 +20,9 @@ within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes l
 not inflate the constants. On the CPU the sizes run on one torch thread (on a machine busier
 than its cores a multi-threaded op waits for its slowest thread, and timings swing by orders of
 magnitude); then the size nearest 2 × :data:`CALIBRATION_MIN_S` runs again on all threads, and
-every constant is scaled by how much faster that was (never slower: contention only keeps the
-one-thread figures).
+every constant is scaled by the ratio: faster on an idle machine with many cores, slower (by
+an order of magnitude on a 2-core machine shared with other work) where threads wait for each
+other, which is then how the server will run.
 On a GPU the peak of allocated memory is measured too, and
 ``memory_scale`` rises above 1 where it exceeds the formula.
 
@@ -252,11 +253,11 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
     finally:
         torch.set_num_threads(threads)
     coefficients = fit_coefficients(points)
-    if single:  # one size again with every thread: how much faster the server runs
+    if single:  # one size again with every thread: how the server will run
         chosen = min(range(len(points)), key=lambda i: abs(points[i][1] - 2 * CALIBRATION_MIN_S))
         all_threads, _ = _timed(runs[chosen], entry.device, new_shape=False)
-        speedup = min(1.0, all_threads / points[chosen][1])
-        coefficients = {t: c * speedup for t, c in coefficients.items()}
+        ratio = all_threads / points[chosen][1]
+        coefficients = {t: c * ratio for t, c in coefficients.items()}
     profile.coefficients[path] = coefficients
     return memory_ratio
 
