@@ -19,10 +19,11 @@ within :data:`AGREEMENT` (at most :data:`MAX_RUNS` runs; one run when it takes l
 :data:`CALIBRATION_MAX_S`), and the fastest run counts, so a busy moment of the machine does
 not inflate the constants. On the CPU the sizes run on one torch thread (on a machine busier
 than its cores a multi-threaded op waits for its slowest thread, and timings swing by orders of
-magnitude); then the size nearest 2 × :data:`CALIBRATION_MIN_S` runs again on all threads, and
-every constant is scaled by the ratio: faster on an idle machine with many cores, slower (by
-an order of magnitude on a 2-core machine shared with other work) where threads wait for each
-other, which is then how the server will run.
+magnitude); then one size of the first path (the one nearest 2 × :data:`CALIBRATION_MIN_S`)
+runs again on all threads, and every constant of every path is scaled by that ratio: faster on
+an idle machine with many cores, slower (by an order of magnitude on a 2-core machine shared
+with other work) where threads wait for each other, which is then how the server will run. One
+ratio for all paths keeps their order, which ``path=auto`` follows, the one-thread one.
 On a GPU the peak of allocated memory is measured too, and
 ``memory_scale`` rises above 1 where it exceeds the formula.
 
@@ -207,9 +208,12 @@ def _timed(run: Callable, device: torch.device, new_shape: bool) -> tuple[float,
     return min(times), peak
 
 
-def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float:
-    """Fit ``profile.coefficients[path]`` (module docstring); returns the largest measured /
-    predicted memory."""
+def _calibrate_path(
+    profile: CostProfile, entry: ModelEntry, path: str
+) -> tuple[float, tuple[Callable, float]]:
+    """Fit ``profile.coefficients[path]`` (module docstring) on one torch thread; returns the
+    largest measured / predicted memory, and the run nearest 2 × :data:`CALIBRATION_MIN_S`
+    with its seconds (for :func:`_thread_ratio`)."""
     f = formula(profile.arch.family, path)
     cap = min(profile.memory_budget, CALIBRATION_MAX_BYTES)
     ladder = _image_ladder(entry, path) if entry.kind == "image" else _graph_ladder()
@@ -245,21 +249,22 @@ def _calibrate_path(profile: CostProfile, entry: ModelEntry, path: str) -> float
 
     runs: list[Callable] = []
     threads = torch.get_num_threads()
-    single = entry.device.type == "cpu" and threads > 1
-    if single:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         _climb(ladder, measure, points)
     finally:
         torch.set_num_threads(threads)
-    coefficients = fit_coefficients(points)
-    if single:  # one size again with every thread: how the server will run
-        chosen = min(range(len(points)), key=lambda i: abs(points[i][1] - 2 * CALIBRATION_MIN_S))
-        all_threads, _ = _timed(runs[chosen], entry.device, new_shape=False)
-        ratio = all_threads / points[chosen][1]
-        coefficients = {t: c * ratio for t, c in coefficients.items()}
-    profile.coefficients[path] = coefficients
-    return memory_ratio
+    profile.coefficients[path] = fit_coefficients(points)
+    chosen = min(range(len(points)), key=lambda i: abs(points[i][1] - 2 * CALIBRATION_MIN_S))
+    return memory_ratio, (runs[chosen], points[chosen][1])
+
+
+def _thread_ratio(entry: ModelEntry, run: Callable, one_thread_s: float) -> float:
+    """How many times longer ``run`` takes on all torch threads than on one (on the CPU)."""
+    if entry.device.type != "cpu" or torch.get_num_threads() == 1:
+        return 1.0
+    all_threads, _ = _timed(run, entry.device, new_shape=False)
+    return all_threads / one_thread_s
 
 
 def _climb(ladder: Ladder, measure: Callable, points: list) -> None:
@@ -297,15 +302,23 @@ def build_cost_profile(
     )
     if not calibrate:
         return profile
-    ratio = 0.0
+    memory_ratio = 0.0
+    reference: tuple[Callable, float] | None = None
     for path in profile.paths:
         try:
-            ratio = max(ratio, _calibrate_path(profile, entry, path))
+            path_ratio, candidate = _calibrate_path(profile, entry, path)
         except (ValueError, RuntimeError) as exc:
             profile.coefficients.pop(path, None)
             logger.warning(
                 "model %s version %d: path %s not timed: %s", entry.name, entry.version, path, exc
             )
-    profile.memory_scale = max(1.0, ratio)
+            continue
+        memory_ratio = max(memory_ratio, path_ratio)
+        reference = reference or candidate
+    if reference is not None:  # one ratio for every path: their order stays the one-thread one
+        ratio = _thread_ratio(entry, *reference)
+        for path, coefficients in profile.coefficients.items():
+            profile.coefficients[path] = {t: c * ratio for t, c in coefficients.items()}
+    profile.memory_scale = max(1.0, memory_ratio)
     logger.info("model %s version %d costs: %s", entry.name, entry.version, profile.describe())
     return profile
