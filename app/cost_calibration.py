@@ -60,7 +60,7 @@ GraphSpec = tuple[int, int]
 
 CALIBRATION_MIN_S = 0.01
 """Sizes grow until a run takes this long."""
-CALIBRATION_MAX_S = 0.5
+CALIBRATION_MAX_S = 1.0
 """Longest predicted run of one calibration size."""
 CALIBRATION_BUDGET_S = 0.5
 BUDGET_FACTOR = 6.0
