@@ -60,9 +60,7 @@ class _Worker:
 
     def __init__(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.decoder_worker"],
             stdin=subprocess.PIPE,
@@ -143,9 +141,7 @@ class DecoderPool:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a decoder process; its ValueErrors are raised here."""
-        return await anyio.to_thread.run_sync(
-            self._call, function, args, limiter=self._limiter()
-        )
+        return await anyio.to_thread.run_sync(self._call, function, args, limiter=self._limiter())
 
 
 _pool = DecoderPool()

@@ -26,10 +26,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.batching import Deadline, RequestTimeout, Shed, ShuttingDown
 from app.engine_entries import entry_meta
 from app.engine_protocol import (
     CANCEL,
@@ -59,7 +60,7 @@ logger = logging.getLogger("app.engine")  # also when run as __main__
 PARENT_POLL_S = 0.5
 DISCONNECT_GRACE_S = 10.0
 """Added to ``request_timeout_s``: how long a SIGTERM waits for the workers to disconnect."""
-_EXPECTED = (ApiError, QueueFull, ShuttingDown, RequestTimeout)
+_EXPECTED = (ApiError, Shed, ShuttingDown, RequestTimeout)
 
 
 class _Connection:
@@ -172,6 +173,11 @@ class EngineServer:
     async def _infer(self, conn: _Connection, msg: Message) -> None:
         try:
             name, version, path = msg.meta["m"], msg.meta["v"], msg.meta["p"]
+            left = msg.meta.get("d")
+            deadline = None
+            if left is not None:
+                total = float(msg.meta.get("s", left))
+                deadline = Deadline(time.perf_counter() + float(left), total)
             runtime = self.runtimes.get((name, version))
             if runtime is None:
                 raise unavailable(f"model {name!r} version {version} is not served by the engine")
@@ -180,9 +186,10 @@ class EngineServer:
             else:
                 if msg.kind == CLASSIFY:
                     (image,) = msg.tensors
-                    outcome = await runtime.classify(image, path)
+                    outcome = await runtime.classify(image, path, deadline)
                 else:
-                    outcome = await runtime.predict(graphs_from_tensors(msg.tensors), path)
+                    graphs = graphs_from_tensors(msg.tensors)
+                    outcome = await runtime.predict(graphs, path, deadline)
                 reply = encode(RESULT, msg.rid, {"i": outcome.inference_s}, [outcome.outputs])
         except Exception as exc:
             if not isinstance(exc, _EXPECTED):
@@ -194,8 +201,8 @@ class EngineServer:
 def hello_meta(
     repository: ModelRepository, runtimes: Mapping[tuple[str, int], ModelRuntime]
 ) -> dict[str, Any]:
-    """The ``HELLO`` meta: this process id, every entry (:func:`entry_meta`) and the models
-    without versions."""
+    """The ``HELLO`` meta: this process id, every entry (:func:`entry_meta`, with its cost
+    profile) and the models without versions."""
     entries = [entry_meta(e, (e.name, e.version) in runtimes) for e in repository.entries()]
     return {"pid": os.getpid(), "entries": entries, "unversioned": repository.unversioned()}
 

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 
-from app.batching import RequestTimeout, ShuttingDown
+from app.batching import Deadline, RequestTimeout, ShuttingDown
+from app.cost_formulas import GraphBatch
 from app.engine_entries import RemoteRepository, entry_from_meta
 from app.engine_protocol import (
     CANCEL,
@@ -50,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 ENGINE_UNAVAILABLE = "inference engine unavailable"
 RESULT_GRACE_S = 5.0
-"""Added to ``request_timeout_s`` (which the engine's batcher enforces) before a worker gives
-up on a reply itself."""
+"""Added to the seconds left to a request's deadline (which the engine's batcher enforces)
+before a worker gives up on a reply itself."""
 METRICS_TIMEOUT_S = 2.0
 RECONNECT_S = (0.05, 1.0)
 """First and longest pause between connection attempts."""
@@ -213,6 +214,7 @@ class RemoteRuntime:
     def __init__(
         self, entry: ModelEntry, spec: ImageSpec | None, client: EngineClient, timeout_s: float
     ) -> None:
+        """``timeout_s``: the deadline of a request that brings none (``request_timeout_s``)."""
         self.entry = entry
         self.spec = spec
         self.client = client
@@ -222,28 +224,51 @@ class RemoteRuntime:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def classify(self, image: torch.Tensor, path: str) -> Outcome:
-        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``."""
-        return await self._call(CLASSIFY, path, [image])
+    def admit(self, deadline: Deadline) -> None:
+        """Refuse new requests while draining; whether the model can take the request by its
+        deadline is the engine's decision, once it is forwarded."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
 
-    async def predict(self, graphs: list[MolGraph], path: str) -> Outcome:
-        """G graphs, explicit ``path`` → outputs ``[G,C]``."""
-        return await self._call(PREDICT, path, graph_tensors(graphs))
+    async def classify(
+        self, image: torch.Tensor, path: str, deadline: Deadline | None = None
+    ) -> Outcome:
+        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``; the engine gets
+        the seconds left to ``deadline`` (default: ``timeout_s`` from now)."""
+        return await self._call(CLASSIFY, path, [image], deadline)
+
+    async def predict(
+        self,
+        graphs: list[MolGraph],
+        path: str,
+        deadline: Deadline | None = None,
+        *,
+        size: GraphBatch | None = None,
+    ) -> Outcome:
+        """G graphs, explicit ``path`` → outputs ``[G,C]`` (the engine measures their ``size``
+        itself)."""
+        return await self._call(PREDICT, path, graph_tensors(graphs), deadline)
 
     async def drain(self) -> None:
         """Refuse new requests (:class:`ShuttingDown`) and wait for those in progress."""
         self._closing = True
         await self._idle.wait()
 
-    async def _call(self, kind: int, path: str, tensors: list[torch.Tensor]) -> Outcome:
+    async def _call(
+        self, kind: int, path: str, tensors: list[torch.Tensor], deadline: Deadline | None
+    ) -> Outcome:
         if self._closing:
             raise ShuttingDown("the server is shutting down")
-        meta = {"m": self.entry.name, "v": self.entry.version, "p": path}
         start = time.perf_counter()
+        if deadline is None:
+            deadline = Deadline(start + self.timeout_s, self.timeout_s)
+        left = max(0.0, deadline.left(start))
+        meta = {"m": self.entry.name, "v": self.entry.version, "p": path}
+        meta |= {"d": left, "s": deadline.seconds}
         self._inflight += 1
         self._idle.clear()
         try:
-            reply = await self.client.request(kind, meta, tensors, self.timeout_s)
+            reply = await self.client.request(kind, meta, tensors, left + RESULT_GRACE_S)
         finally:
             self._inflight -= 1
             if not self._inflight:
@@ -287,7 +312,7 @@ async def _install(app: FastAPI, hello: dict[str, Any]) -> None:
     entries = await asyncio.to_thread(_entries, metas)
     repository: RemoteRepository = app.state.repository
     repository.set_entries(entries, hello.get("unversioned", []))
-    timeout = app.state.settings.request_timeout_s + RESULT_GRACE_S
+    timeout = app.state.settings.request_timeout_s
     runtimes: dict[tuple[str, int], RemoteRuntime] = {}
     for entry, meta in zip(entries, metas, strict=True):
         if entry.ready and entry.architecture is not None:

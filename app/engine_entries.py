@@ -2,10 +2,11 @@
 
 The engine sends every :class:`app.repository.ModelEntry` as JSON metadata (:func:`entry_meta`)
 when a worker connects; the worker rebuilds entries (:func:`entry_from_meta`) that the routes
-read exactly as inline ones: state, reason, config, labels, specs, metrics, ONNX status and the
-inference paths. For :func:`app.backends.model_paths` the entry's ``model`` is a stand-in of
-the same class built on the ``meta`` device (no weights, no memory) and ``onnx_session`` a
-marker; neither is ever run in the worker.
+read exactly as inline ones: state, reason, config, labels, specs, metrics, ONNX status, the
+inference paths and the cost profile (so a worker checks cost limits and picks ``path=auto``
+before it forwards a request). For :func:`app.backends.model_paths` the entry's ``model`` is a
+stand-in of the same class built on the ``meta`` device (no weights, no memory) and
+``onnx_session`` a marker; neither is ever run in the worker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.cost_profile import CostProfile
 from app.repository import ModelEntry, ModelRepository
 from models.registry import create_model
 
@@ -45,6 +47,7 @@ def entry_meta(entry: ModelEntry, serving: bool) -> dict[str, Any]:
         "onnx": entry.onnx_session is not None,
         "onnx_export": entry.onnx_export,
         "onnx_error": entry.onnx_error,
+        "cost": entry.cost.to_meta() if entry.cost is not None else None,
         "serving": serving,
     }
 
@@ -74,6 +77,7 @@ def entry_from_meta(meta: dict[str, Any]) -> ModelEntry:
         onnx_session=RemoteSession() if meta["onnx"] else None,
         onnx_export=meta["onnx_export"],
         onnx_error=meta["onnx_error"],
+        cost=CostProfile.from_meta(meta["cost"]) if meta.get("cost") else None,
     )
     if meta["loaded"] and entry.architecture is not None:
         entry.model = stand_in_model(entry.architecture, entry.config)

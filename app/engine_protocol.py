@@ -24,16 +24,18 @@ from typing import Any
 
 import torch
 
-from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.batching import Overloaded, QueueFull, RequestTimeout, Shed, ShuttingDown
 from app.errors import ApiError
 from models.molecule_features import MolGraph
 
 HELLO = 1
 """engine → worker on connect: meta ``{"pid", "entries"}`` (see :mod:`app.engine_entries`)."""
 CLASSIFY = 2
-"""worker → engine: meta ``{"m": name, "v": version, "p": path}``, tensors ``[image]``."""
+"""worker → engine: meta ``{"m": name, "v": version, "p": path, "d": seconds left to the
+request's deadline, "s": seconds the request was given}``, tensors ``[image]``."""
 PREDICT = 3
-"""worker → engine: meta ``{"m", "v", "p"}``, tensors x, edge_index, edge_attr per graph."""
+"""worker → engine: meta ``{"m", "v", "p", "d", "s"}``, tensors x, edge_index, edge_attr per
+graph."""
 RESULT = 4
 """engine → worker: meta ``{"i": inference seconds}``, tensors ``[outputs]``."""
 ERROR = 5
@@ -189,7 +191,10 @@ def error_meta(exc: BaseException) -> dict[str, Any]:
         }
     for name, cls in _BATCHER_ERRORS.items():
         if isinstance(exc, cls):
-            return {"type": name, "message": str(exc)}
+            meta = {"type": name, "message": str(exc)}
+            if isinstance(exc, Shed):
+                meta["retry_after"] = exc.retry_after
+            return meta
     return {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
@@ -200,12 +205,15 @@ def error_from_meta(meta: Mapping[str, Any]) -> Exception:
     if kind == "api":
         return ApiError(int(meta["status"]), message, meta.get("headers") or {})
     cls = _BATCHER_ERRORS.get(str(kind))
+    if cls is not None and issubclass(cls, Shed):
+        return cls(message, int(meta.get("retry_after", 1)))
     if cls is not None:
         return cls(message)
     return EngineInternalError(message)
 
 
 _BATCHER_ERRORS: dict[str, type[Exception]] = {
+    "overloaded": Overloaded,
     "queue_full": QueueFull,
     "shutting_down": ShuttingDown,
     "timeout": RequestTimeout,

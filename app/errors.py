@@ -3,9 +3,11 @@
 Bad input never becomes a 500: request validation → 422 naming the field, images → their
 :class:`app.images.ImageError` status (400 / 413 / 415 / 422), graphs → 422, OIP tensors → 400
 (422 for element values out of range), bodies nested too deep → 400, unknown models → 404, a
-full queue or a draining server → 503 with ``Retry-After`` (transient), a decoder process that
+request over a cost limit → 413 (:mod:`app.cost_limits`), a full queue or an expected wait past
+the request's deadline → 503 with the ``Retry-After`` the batcher computed from its drain rate
+(:mod:`app.admission`), a draining server → 503 with ``Retry-After``, a decoder process that
 died → 503, a model version that cannot load → 503 without ``Retry-After`` and with its
-``reason`` class (permanent until a restart), a request past its timeout → 504. Anything else
+``reason`` class (permanent until a restart), a request past its deadline → 504. Anything else
 is a server fault: logged with its traceback, answered 500 without internals.
 """
 
@@ -19,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.batching import RequestTimeout, Shed, ShuttingDown
 from app.body_decoding import BodyError
 from app.decoder_pool import DecoderFailed
 from app.images import ImageError
@@ -78,8 +80,9 @@ async def _model_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=503)
 
 
-async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
+async def _shed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Shed)
+    return error_response(503, f"server busy: {exc}", {"Retry-After": str(exc.retry_after)})
 
 
 async def _shutting_down(request: Request, exc: Exception) -> JSONResponse:
@@ -114,7 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _with_status)
     app.add_exception_handler(ModelNotFound, _not_found)
     app.add_exception_handler(ModelUnavailable, _model_unavailable)
-    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(Shed, _shed)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(RequestTimeout, _timeout)
     app.add_exception_handler(RequestValidationError, _validation)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from app.batching import Batcher
-from app.engine_client import RemoteRuntime
+from app.engine_client import RESULT_GRACE_S, RemoteRuntime
 from app.engine_protocol import EXPLAIN, RESULT, Message, encode, graph_tensors, graphs_from_tensors
 from app.images import WHITE
 from app.inference import InferenceFailed, ModelRuntime
@@ -179,7 +179,8 @@ async def explain(
     item = request.input
     tensors = [item] if isinstance(item, torch.Tensor) else graph_tensors([item])
     start = time.perf_counter()
-    reply = await runtime.client.request(EXPLAIN, meta, tensors, runtime.timeout_s)
+    timeout = runtime.timeout_s + RESULT_GRACE_S
+    reply = await runtime.client.request(EXPLAIN, meta, tensors, timeout)
     contributions, outputs, baseline_outputs = reply.tensors
     inference_s = float(reply.meta["i"])
     return Explained(

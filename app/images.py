@@ -183,9 +183,9 @@ class ImageSpec:
             mean=tuple(float(m) for m in mean),
             std=tuple(float(s) for s in std),
             resample=prep.get("resize", "bicubic"),
-            value_range=None if value_range is None else (
-                float(value_range[0]), float(value_range[1])
-            ),
+            value_range=None
+            if value_range is None
+            else (float(value_range[0]), float(value_range[1])),
         )
 
     @classmethod
@@ -377,16 +377,23 @@ INLINE_DECODE_PIXELS = 256 * 256
 larger ones in a worker thread, whose hand-off costs more than decoding a small image."""
 
 
-def decodes_quickly(data: bytes, max_pixels: int = INLINE_DECODE_PIXELS) -> bool:
-    """True when ``data``'s header (read without decoding) shows a supported image of at most
-    ``max_pixels`` pixels; False for anything else, including unreadable bytes (whose error
-    the full decode reports)."""
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from ``data``'s header, read without decoding the pixels (before any
+    EXIF rotation); None for anything but a readable PNG / JPEG / WebP / BMP header (whose
+    error the full decode reports)."""
     try:
         with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
             width, height = image.size
     except Exception:  # any failure: leave it to decode_image, which names the problem
-        return False
-    return width * height <= max_pixels
+        return None
+    return int(width), int(height)
+
+
+def decodes_quickly(data: bytes, max_pixels: int = INLINE_DECODE_PIXELS) -> bool:
+    """True when ``data``'s header (read without decoding) shows a supported image of at most
+    ``max_pixels`` pixels; False for anything else, including unreadable bytes."""
+    size = header_size(data)
+    return size is not None and size[0] * size[1] <= max_pixels
 
 
 def load_image(

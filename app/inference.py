@@ -4,10 +4,17 @@ Images are batched per group key ``(C, H, W, path)`` (one stacked tensor per bat
 requests per ``path`` (all graphs of the batch's requests in one disjoint-union call). If a
 batch call fails, each of its items is run alone, so a bad item never harms the others: only
 its own caller gets the error (:class:`InferenceFailed`).
+
+With the entry's cost profile (:mod:`app.cost_profile`) every item is queued with its predicted
+time as its work and its size, so the batcher admits it only when it can be answered by its
+deadline (:mod:`app.admission`) and closes a batch before its predicted memory would exceed the
+per-call budget. When every caller of the running batch has gone (deadline passed, client
+disconnected), the model stops at the next block boundary (:class:`BatchCancelled`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Hashable, Sequence
@@ -17,7 +24,8 @@ from typing import Any
 import torch
 
 from app import backends
-from app.batching import Batcher
+from app.batching import Batcher, Deadline
+from app.cost_formulas import GraphBatch, ImageBatch, Size
 from app.errors import ApiError
 from app.images import ImageSpec
 from app.metrics import Metrics
@@ -36,6 +44,10 @@ class InferenceFailed(ApiError):
     def __init__(self, exc: Exception) -> None:
         status = 422 if isinstance(exc, ValueError) else 500
         super().__init__(status, f"inference failed: {exc}")
+
+
+class BatchCancelled(RuntimeError):
+    """Raised inside the model when every caller of the running batch has gone."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class ModelRuntime:
         self.entry = entry
         self.spec = spec
         self.metrics = metrics
+        cost = entry.cost
         self.batcher = Batcher(
             self._run_batch,
             settings.max_batch_size,
@@ -65,7 +78,34 @@ class ModelRuntime:
             timeout_s=settings.request_timeout_s,
             metrics=metrics,
             model=entry.name,
+            fits=self._fits if cost is not None else None,
+            drain_prior=1.0 if cost is not None and cost.timed else None,
         )
+        self._install_cancel_checks()
+
+    def _install_cancel_checks(self) -> None:
+        """Before every block of the model: stop when the batch has no caller left."""
+        blocks = getattr(self.entry.model, "blocks", None)
+        if not isinstance(blocks, torch.nn.ModuleList):
+            return
+
+        def check(module: torch.nn.Module, args: Any) -> None:
+            if self.batcher.cancel_requested:
+                raise BatchCancelled("every caller of this batch has gone")
+
+        for block in blocks:
+            block.register_forward_pre_hook(check)
+
+    def _fits(self, key: Hashable, size: Size) -> bool:
+        assert self.entry.cost is not None
+        return self.entry.cost.fits(_key_path(key), size)
+
+    def _work(self, path: str, size: Size) -> float | None:
+        """Predicted seconds of ``size`` alone on ``path`` (None when not calibrated)."""
+        cost = self.entry.cost
+        if cost is None or path not in cost.paths:
+            return None
+        return cost.estimate(path, size).seconds
 
     def _call(self, path: str, items: Sequence[Any]) -> list[torch.Tensor]:
         """Run ``items`` as one model call; one output per item."""
@@ -84,10 +124,12 @@ class ModelRuntime:
         return [(out, seconds) for out in outputs]
 
     def _run_batch(self, key: Hashable, items: list[Any]) -> list[Any]:
-        path = key[-1] if isinstance(key, tuple) else key
-        assert isinstance(path, str)
+        path = _key_path(key)
         try:
             return self._timed(path, items)
+        except BatchCancelled as exc:
+            logger.warning("batch of %d on %s stopped: %s", len(items), path, exc)
+            return [exc] * len(items)
         except (ValueError, RuntimeError) as exc:
             if len(items) == 1:
                 return [InferenceFailed(exc)]
@@ -102,20 +144,55 @@ class ModelRuntime:
                 results.append(InferenceFailed(exc))
         return results
 
-    async def _submit(self, item: Any, key: Hashable) -> Outcome:
+    async def _submit(
+        self, item: Any, key: Hashable, size: Size | None, deadline: Deadline | None
+    ) -> Outcome:
         start = time.perf_counter()
-        output, inference_s = await self.batcher.submit(item, key)
+        work = None if size is None else self._work(_key_path(key), size)
+        output, inference_s = await self.batcher.submit(
+            item, key, deadline=deadline, work=work, size=size
+        )
         waited = time.perf_counter() - start
         return Outcome(output, inference_s, max(0.0, waited - inference_s))
 
-    async def classify(self, image: torch.Tensor, path: str) -> Outcome:
-        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``."""
-        c, h, w = image.shape
-        return await self._submit(image, (c, h, w, path))
+    def admit(self, deadline: Deadline) -> None:
+        """Shed a request at once (before it is decoded) when even a request of no work would
+        not be admitted now (:meth:`app.batching.Batcher.admit`)."""
+        self.batcher.admit(deadline)
 
-    async def predict(self, graphs: list[MolGraph], path: str) -> Outcome:
-        """G graphs, explicit ``path`` → outputs ``[G,C]``."""
-        return await self._submit(graphs, path)
+    async def classify(
+        self, image: torch.Tensor, path: str, deadline: Deadline | None = None
+    ) -> Outcome:
+        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``; ``deadline``
+        default: ``request_timeout_s`` from now."""
+        c, h, w = image.shape
+        size = None
+        if self.entry.cost is not None:
+            patch = self.entry.cost.arch.patch
+            size = ImageBatch(1, h // patch, w // patch)
+        return await self._submit(image, (c, h, w, path), size, deadline)
+
+    async def predict(
+        self,
+        graphs: list[MolGraph],
+        path: str,
+        deadline: Deadline | None = None,
+        *,
+        size: GraphBatch | None = None,
+    ) -> Outcome:
+        """G graphs, explicit ``path`` → outputs ``[G,C]`` (``deadline`` as in
+        :meth:`classify`; ``size``: their :class:`GraphBatch` when known, else it is computed
+        off the event loop)."""
+        if size is None and self.entry.cost is not None:
+            size = await asyncio.to_thread(GraphBatch.of, graphs)
+        return await self._submit(graphs, path, size, deadline)
+
+
+def _key_path(key: Hashable) -> str:
+    """The path of a batch group key: ``(C, H, W, path)`` or ``path``."""
+    path = key[-1] if isinstance(key, tuple) else key
+    assert isinstance(path, str)
+    return path
 
 
 def build_runtimes(

@@ -121,6 +121,7 @@ def build_repository(settings: Settings) -> ModelRepository:
         onnx_max_graph_nodes=settings.max_atoms,
         cuda_graphs=settings.cuda_graphs,
         max_batch_size=settings.max_batch_size,
+        max_request_memory_mb=settings.max_request_memory_mb,
     )
 
 

@@ -131,7 +131,8 @@ class Metrics:
             registry=engine,
         )
         self.inflight = Gauge(
-            "plstm_inflight_requests", "Requests being handled now.",
+            "plstm_inflight_requests",
+            "Requests being handled now.",
             ["model"],
             registry=r,
             multiprocess_mode="livesum",

@@ -4,9 +4,11 @@ A version directory is the checkpoint directory itself (``config.json``, ``model
 ``metrics.json``) or holds exactly one such directory. Versions are positive integers written
 without leading zeros; other directory names are skipped with a warning. Every version is
 loaded with :func:`models.checkpoint.load_checkpoint` (which verifies the weights' sha256),
-warmed up on every inference path and then marked READY; any failure marks only that version
-UNAVAILABLE with a reason class (:mod:`app.model_state`) and logs the details. A model directory
-without any version is kept as a model without versions (reason ``no_versions``).
+warmed up on every inference path, given its cost profile (predicted time and memory per path,
+timed on a few sizes when warm-up is on: :mod:`app.cost_calibration`) and then marked READY;
+any failure marks only that version UNAVAILABLE with a reason class (:mod:`app.model_state`)
+and logs the details. A model directory without any version is kept as a model without
+versions (reason ``no_versions``).
 
 With ``onnx=True`` (``PLSTM_ONNX``) every loaded version also gets an ONNX Runtime session
 (:func:`attach_onnx`): the export ``model.onnx`` next to the checkpoint is reused when its
@@ -34,6 +36,8 @@ import torch
 from torch import nn
 
 from app import backends
+from app.cost_calibration import build_cost_profile
+from app.cost_profile import CostProfile
 from app.cuda_graphs import InferenceGraphs
 from app.model_state import (
     ARCHITECTURE_UNSUPPORTED,
@@ -122,6 +126,9 @@ class ModelEntry:
     """Why ONNX is enabled but not available for this version."""
     graphs: InferenceGraphs | None = field(default=None, repr=False)
     """CUDA-graph cache of the image forward (:mod:`app.cuda_graphs`); None = always eager."""
+    cost: CostProfile | None = field(default=None, repr=False)
+    """Predicted time and memory per path (:mod:`app.cost_profile`); None for a model that is
+    not loaded."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held while the model runs: switching the pLSTM method is not thread-safe."""
 
@@ -367,6 +374,7 @@ class ModelRepository:
         onnx_max_graph_nodes: int = DEFAULT_MAX_GRAPH_NODES,
         cuda_graphs: bool = False,
         max_batch_size: int = 64,
+        max_request_memory_mb: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.device = resolve_device(device)
@@ -375,6 +383,7 @@ class ModelRepository:
         self.onnx_max_graph_nodes = onnx_max_graph_nodes
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.max_batch_size = max_batch_size
+        self.max_request_memory_mb = max_request_memory_mb
         self._entries: dict[str, dict[int, ModelEntry]] = {}
         self._unversioned: list[str] = []
 
@@ -452,6 +461,10 @@ class ModelRepository:
                 warm_up(entry)
         if self.onnx:
             attach_onnx(entry, self.onnx_max_graph_nodes)
+        with _failing_as(WARMUP_FAILED):
+            entry.cost = build_cost_profile(
+                entry, self.max_request_memory_mb, calibrate=self.warmup
+            )
 
     def entries(self) -> list[ModelEntry]:
         """Every version of every model, by name then version."""

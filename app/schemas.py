@@ -203,9 +203,7 @@ class MoleculeLimits:
 
     def smiles_problem(self, length: int) -> str | None:
         if self.max_smiles_chars is not None and length > self.max_smiles_chars:
-            return (
-                f"{length} characters exceed the limit of {self.max_smiles_chars} per SMILES"
-            )
+            return f"{length} characters exceed the limit of {self.max_smiles_chars} per SMILES"
         return None
 
 

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
         "Retry-After.",
     )
     request_timeout_s: float = Field(
-        30.0, gt=0, description="Seconds a request may wait and run before it gets a 504."
+        30.0,
+        gt=0,
+        description="Deadline of a request in seconds (a client may shorten it with the header "
+        "X-Request-Timeout): a request not expected to be answered within half of it (the queue "
+        "ahead at the measured drain rate plus its own predicted time) gets 503 at once, with a "
+        "Retry-After computed from that rate; one predicted to take longer than it even on an "
+        "idle server gets 413; one still unanswered at it gets 504.",
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes (else 413)."
@@ -153,8 +159,24 @@ class Settings(BaseSettings):
     auto_chunkwise_tokens: int = Field(
         4096,
         ge=1,
-        description="path=auto runs the chunkwise form for pLSTM vision models when an image "
-        "has more patches (tokens) than this, else the parallel form.",
+        description="The usual choice of path=auto for pLSTM vision models: the chunkwise form "
+        "for images of more patches (tokens) than this, else the parallel form. auto never "
+        "takes a path over the memory budget or the deadline, and with warm-up timings takes "
+        "another path when it is predicted more than twice (and 50 ms) faster.",
+    )
+    max_tokens: int = Field(
+        65536,
+        ge=1,
+        description="Most tokens one request may hold: patches of an image (after resizing) or "
+        "atoms of all graphs of a predict request; more gets 413.",
+    )
+    max_request_memory_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Peak memory (MiB) one model call may use, as predicted from the model's "
+        "architecture, the input size and the path before a request is queued: a larger request "
+        "gets 413 naming a path or size that fits, and batches stay within it. Unset: a quarter "
+        "of the memory available at start-up on the CPU, half of the GPU's free memory.",
     )
     log_level: str = Field("info", description=f"Logging level: one of {', '.join(LOG_LEVELS)}.")
     warmup: bool = Field(
@@ -170,6 +192,11 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {list(LOG_LEVELS)}, got {value!r}")
         return level
+
+    @field_validator("max_request_memory_mb", mode="before")
+    @classmethod
+    def _empty_budget_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key")
     @classmethod

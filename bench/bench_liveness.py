@@ -266,8 +266,7 @@ def run_case(url: str, case: Case | None, args: argparse.Namespace) -> dict[str,
         "live_max_ms": round(1000 * lat[-1], 1),
         "live_again_after_s": round(recovery, 2),
         "slowest_probes": [
-            {"ms": round(1000 * ms, 1), "answered_at_s": round(at - start, 3)}
-            for ms, at in slowest
+            {"ms": round(1000 * ms, 1), "answered_at_s": round(at - start, 3)} for ms, at in slowest
         ],
     }
 
@@ -367,8 +366,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        size = f"{r['body_bytes'] / 2**20:.1f} MiB" if r["body_bytes"] >= 2**20 else (
-            f"{r['body_bytes'] / 1024:.0f} KiB" if r["body_bytes"] else "-"
+        size = (
+            f"{r['body_bytes'] / 2**20:.1f} MiB"
+            if r["body_bytes"] >= 2**20
+            else (f"{r['body_bytes'] / 1024:.0f} KiB" if r["body_bytes"] else "-")
         )
         lines.append(
             f"| {r['case']} | {r['what']} | {size} | {r['status']} | {r['request_s']:.2f} | "

@@ -1070,9 +1070,7 @@ def targets(grid_rows: list[dict[str, Any]], dag: dict[str, Any], cfg: Config) -
     info = dag["info"]
     c = {dt: info.get(f"speedup_fwd_bwd_{dt}") for dt in ("float32", "bfloat16")}
     c_plan = {dt: info.get(f"speedup_plan_fwd_bwd_{dt}") for dt in ("float32", "bfloat16")}
-    c_graph = {
-        dt: info.get(f"speedup_plan_fwd_bwd_graph_{dt}") for dt in ("float32", "bfloat16")
-    }
+    c_graph = {dt: info.get(f"speedup_plan_fwd_bwd_graph_{dt}") for dt in ("float32", "bfloat16")}
     out["c"] = {
         "speedup_fwd_bwd": c,
         "speedup_fwd_bwd_with_plan": c_plan,

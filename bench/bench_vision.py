@@ -222,8 +222,14 @@ def shipped_parity(device: torch.device) -> list[dict]:
         diff = (logits[a] - logits[b]).abs().max().item()
         same = int((logits[a].argmax(-1) == logits[b].argmax(-1)).sum().item())
         scale = logits[b].abs().max().item()
-        rows.append({"pair": f"{a} vs {b}", "max |Δlogit|": diff, "max |logit|": scale,
-                     "same predictions": f"{same}/{x.shape[0]}"})
+        rows.append(
+            {
+                "pair": f"{a} vs {b}",
+                "max |Δlogit|": diff,
+                "max |logit|": scale,
+                "same predictions": f"{same}/{x.shape[0]}",
+            }
+        )
     return rows
 
 
@@ -297,8 +303,6 @@ def top_kernels(prof) -> list[dict]:
     ]
 
 
-
-
 def markdown(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -306,8 +310,11 @@ def markdown(rows: list[dict]) -> str:
         cells = []
         for k in keys:
             v = r.get(k, "")
-            cells.append(f"{v:,.3g}" if isinstance(v, float) and v < 100 else (
-                f"{v:,.0f}" if isinstance(v, float) else str(v)))
+            cells.append(
+                f"{v:,.3g}"
+                if isinstance(v, float) and v < 100
+                else (f"{v:,.0f}" if isinstance(v, float) else str(v))
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -126,8 +126,10 @@ def cpu_rows(args: argparse.Namespace, sizes: list[int]) -> dict:
     for r in range(args.rounds):
         for name, method, old in variants:
             for img in sizes:
-                if (old and img not in BEFORE_SIZES) or (r > 0 and img > 192) or (
-                    method == "fused" and not old and img > 192
+                if (
+                    (old and img not in BEFORE_SIZES)
+                    or (r > 0 and img > 192)
+                    or (method == "fused" and not old and img > 192)
                 ):
                     continue  # on the CPU "fused" runs the very form of "parallel"
                 key = _label(name, method, old) + f" @ {img}"

@@ -80,9 +80,7 @@ def pmode_grid_transition(
     return pmode_grid_matrix(alpha, bounded_decay(decay_logit, scale=scale))
 
 
-def dmode_grid_transition(
-    logits: torch.Tensor, *, scale: float = TRANSITION_SCALE
-) -> torch.Tensor:
+def dmode_grid_transition(logits: torch.Tensor, *, scale: float = TRANSITION_SCALE) -> torch.Tensor:
     """D-mode 2D Transition: three free entries ``tanh(scale · logit)``, the cross entry zero.
 
     logits ``[..., 3]`` → transition ``[..., 2, 2]`` (``[..., in, out]``):
@@ -115,9 +113,7 @@ def unconstrained_grid_transition(
     return torch.tanh(scale * logits).unflatten(-1, (2, 2))
 
 
-def _check_line_index(
-    line_index: torch.Tensor, rows: int | None, name: str = "line_index"
-) -> None:
+def _check_line_index(line_index: torch.Tensor, rows: int | None, name: str = "line_index") -> None:
     if not isinstance(line_index, torch.Tensor) or line_index.dtype != torch.long:
         raise ValueError(f"{name} must be a long tensor")
     if line_index.dim() != 2 or line_index.shape[0] != 2:

@@ -11,11 +11,14 @@ from typing import Annotated
 import torch
 from fastapi import Path, Query, Request
 
-from app import backends
+from app import backends, cost_limits
+from app.admission import Deadline
+from app.cost_formulas import ImageBatch, Size
 from app.errors import ApiError, unavailable
 from app.inference import ModelRuntime
 from app.metrics import Metrics
 from app.repository import MODEL_NAME, ModelEntry, ModelRepository
+from app.settings import Settings
 
 MAX_VERSION = 2**31 - 1
 ModelName = Annotated[
@@ -79,10 +82,51 @@ def inflight(request: Request, model: str) -> Iterator[None]:
 
 
 def resolve_path(entry: ModelEntry, path: str, tokens: int, *, status: int, field: str) -> str:
-    """The inference path for ``path`` (auto resolved); an unusable one is an ApiError with
-    ``status`` naming the request ``field``."""
+    """The inference path for ``path`` (auto resolved) without the cost limits (explanations
+    have their own); an unusable one is an ApiError with ``status`` naming the request
+    ``field``."""
     try:
         return backends.resolve_path(entry, path, tokens)
+    except ValueError as exc:
+        raise ApiError(status, f"{field}: {exc}") from None
+
+
+def image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
+    """One image of ``height`` × ``width`` pixels (multiples of the patch) as a cost size."""
+    patch = int(entry.config["patch_size"])
+    return ImageBatch(1, height // patch, width // patch)
+
+
+def native_image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
+    """An image of ``height`` × ``width`` pixels padded to the patch grid (``resize=native``)."""
+    patch = int(entry.config["patch_size"])
+    return ImageBatch(1, -(-height // patch), -(-width // patch))
+
+
+def choose_path(
+    entry: ModelEntry,
+    path: str,
+    size: Size,
+    deadline: Deadline,
+    settings: Settings,
+    *,
+    smaller: str,
+    status: int,
+    field: str,
+) -> str:
+    """The inference path to run ``size`` on for the requested ``path`` (auto resolved within
+    the cost limits, :mod:`app.cost_limits`): 413 over a limit, naming what fits (``smaller``:
+    the advice for a smaller input); an unusable path is an ApiError with ``status`` naming
+    the request ``field``."""
+    try:
+        return cost_limits.choose_path(
+            entry,
+            path,
+            size,
+            remaining_s=deadline.left(),
+            max_tokens=settings.max_tokens,
+            smaller=smaller,
+        )
     except ValueError as exc:
         raise ApiError(status, f"{field}: {exc}") from None
 

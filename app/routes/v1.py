@@ -12,10 +12,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from app import backends
+from app.cost_formulas import GraphBatch
+from app.cost_limits import check_tokens
+from app.deadlines import request_deadline, unless_disconnected
 from app.decoder_pool import run_heavy
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import ApiError
-from app.images import decodes_quickly, load_image
+from app.images import decodes_quickly, header_size, load_image
 from app.inference import Outcome
 from app.model_state import NO_VERSIONS
 from app.molecules import (
@@ -29,11 +32,13 @@ from app.repository import ModelEntry
 from app.routes import (
     ModelName,
     VersionQuery,
+    choose_path,
     find_ready_entry,
     find_runtime,
     finite_outputs,
+    image_size,
     inflight,
-    resolve_path,
+    native_image_size,
 )
 from app.routes.decoded_body import DecodedBodyRoute
 from app.schemas import (
@@ -147,10 +152,6 @@ def _ranked(probabilities: torch.Tensor, labels: list[str], k: int) -> list[Pred
     ]
 
 
-def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    return resolve_path(entry, path, tokens, status=422, field="path")
-
-
 @router.get(
     "/models",
     response_model=ModelList,
@@ -230,13 +231,19 @@ async def classify(
     version: VersionQuery = None,
 ) -> ClassifyResponse:
     start = time.perf_counter()
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, version)
     entry = runtime.entry
     if entry.kind != "image" or runtime.spec is None:
         raise ApiError(400, f"model {name!r} takes molecules: use POST /v1/models/{name}/predict")
     num_classes = int(entry.config["num_classes"])
+    runtime.admit(deadline)  # an overloaded model sheds before the image is decoded
     with inflight(request, name):
         data, content_type = await _read_image(request, settings.max_body_bytes)
+        if resize == "native" and (header := header_size(data)) is not None:
+            # too many patches: refused before the pixels are decoded
+            grid = native_image_size(entry, height=header[1], width=header[0])
+            check_tokens(grid, settings.max_tokens, "resize=model")
         load = partial(
             load_image,
             data,
@@ -247,8 +254,19 @@ async def classify(
         )
         prepared = load() if decodes_quickly(data) else await anyio.to_thread.run_sync(load)
         height, width = prepared.size
-        chosen = _resolve(entry, path, backends.image_tokens(entry, height, width))
-        outcome = await runtime.classify(prepared.tensor, chosen)
+        chosen = choose_path(
+            entry,
+            path,
+            image_size(entry, height, width),
+            deadline,
+            settings,
+            smaller="resize=model" if resize == "native" else "",
+            status=422,
+            field="path",
+        )
+        outcome = await unless_disconnected(
+            request, runtime.classify(prepared.tensor, chosen, deadline)
+        )
     probabilities = finite_outputs(outcome.outputs, name).softmax(-1)
     k = min(top_k or DEFAULT_TOP_K, num_classes)
     return ClassifyResponse(
@@ -279,18 +297,32 @@ async def predict(
     version: VersionQuery = None,
 ) -> PredictResponse:
     start = time.perf_counter()
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, version)
     entry = runtime.entry
     if entry.kind != "graph":
         raise ApiError(400, f"model {name!r} takes images: use POST /v1/models/{name}/classify")
+    runtime.admit(deadline)
     with inflight(request, name):
         limits = molecule_limits(settings)
         work = await anyio.to_thread.run_sync(check_request, body, limits)
         graphs = await run_heavy(
             graphs_from_request, body, limits, heavy=work > INLINE_MOLECULE_WORK
         )
-        chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
-        outcome = await runtime.predict(graphs, chosen)
+        size = await anyio.to_thread.run_sync(GraphBatch.of, graphs)
+        chosen = choose_path(
+            entry,
+            path,
+            size,
+            deadline,
+            settings,
+            smaller="fewer or smaller molecules",
+            status=422,
+            field="path",
+        )
+        outcome = await unless_disconnected(
+            request, runtime.predict(graphs, chosen, deadline, size=size)
+        )
     task = _task(entry)
     outputs = finite_outputs(outcome.outputs, name)
     labels = _labels(entry, outputs.shape[1])

@@ -10,6 +10,7 @@ Health endpoints are open; the rest needs the API key when one is configured.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from functools import partial
 from typing import Annotated, Any
 
@@ -18,11 +19,14 @@ import torch
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
-from app import backends
+from app.admission import Deadline
 from app.body_decoding import DecodedInferRequest, decode_infer_request
+from app.cost_formulas import GraphBatch, Size
+from app.deadlines import request_deadline, unless_disconnected
 from app.decoder_pool import decode_body, run_heavy
 from app.dependencies import ApiKey, RepositoryDep, SettingsDep
 from app.errors import RETRY_AFTER_S, ApiError, error_response
+from app.inference import Outcome
 from app.model_state import ModelUnavailable
 from app.molecules import (
     INLINE_MOLECULE_WORK,
@@ -35,12 +39,13 @@ from app.openapi import RETRY_AFTER, error_responses, inference_request_body
 from app.repository import ModelEntry, ModelRepository
 from app.routes import (
     ModelName,
+    choose_path,
     find_entry,
     find_ready_entry,
     find_runtime,
     finite_outputs,
+    image_size,
     inflight,
-    resolve_path,
 )
 from app.schemas import (
     PATHS,
@@ -268,8 +273,23 @@ def _path(parsed: DecodedInferRequest) -> str:
     return str(path)
 
 
-def _resolve(entry: ModelEntry, path: str, tokens: int) -> str:
-    return resolve_path(entry, path, tokens, status=400, field="parameters.path")
+def _choose(
+    entry: ModelEntry, path: str, size: Size, deadline: Deadline, settings: Settings, smaller: str
+) -> str:
+    return choose_path(
+        entry, path, size, deadline, settings, smaller=smaller, status=400, field="parameters.path"
+    )
+
+
+async def _every(awaitables: list[Awaitable[Outcome]]) -> list[Outcome]:
+    """All results; when one fails, the others are cancelled (their queued work dropped)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 INFER_ERRORS = error_responses(400, 404, 408, 413, 422, 431, 503, 504)
@@ -304,6 +324,7 @@ async def version_infer(
 async def _infer(
     request: Request, name: str, version: str | None, settings: Settings
 ) -> InferenceResponse:
+    deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, _version(name, version))
     entry = runtime.entry
     parsed = await _parse(request)
@@ -318,6 +339,7 @@ async def _infer(
         raise ApiError(400, f"unknown output(s) {unknown}; model {name!r} has {available}")
     path = _path(parsed)
     tensor = parsed.inputs[0]
+    runtime.admit(deadline)  # an overloaded model sheds before the tensor is decoded
     with inflight(request, name):
         if entry.kind == "image":
             assert runtime.spec is not None
@@ -330,8 +352,11 @@ async def _infer(
                     max_pixels=settings.max_image_pixels,
                 )
             )
-            chosen = _resolve(entry, path, backends.image_tokens(entry, *images.shape[2:]))
-            outcomes = await asyncio.gather(*(runtime.classify(im, chosen) for im in images))
+            size = image_size(entry, *images.shape[2:])
+            chosen = _choose(entry, path, size, deadline, settings, "a smaller image")
+            outcomes = await unless_disconnected(
+                request, _every([runtime.classify(im, chosen, deadline) for im in images])
+            )
             outputs = torch.stack([o.outputs for o in outcomes])
         else:
             limits = molecule_limits(settings)
@@ -343,8 +368,12 @@ async def _infer(
                 partial(graphs_from_tensor, tensor, max_batch=max_batch, limits=limits),
                 heavy=work > INLINE_MOLECULE_WORK,
             )
-            chosen = _resolve(entry, path, sum(g.num_nodes for g in graphs))
-            outputs = (await runtime.predict(graphs, chosen)).outputs
+            size = await anyio.to_thread.run_sync(GraphBatch.of, graphs)
+            chosen = _choose(entry, path, size, deadline, settings, "fewer or smaller molecules")
+            outcome = await unless_disconnected(
+                request, runtime.predict(graphs, chosen, deadline, size=size)
+            )
+            outputs = outcome.outputs
     outputs = finite_outputs(outputs, name)
     tensors = {"probabilities": outputs.softmax(-1), "logits": outputs, "values": outputs}
     return InferenceResponse(

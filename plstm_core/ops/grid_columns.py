@@ -79,9 +79,7 @@ def column_gating_matrix(
         T_A, T_B = T.reshape(P, nb, 2, Y, Y).unbind(2)
         M_A, M_B = M.reshape(P, nb, 2, Y, width * Y).unbind(2)
         G_A, G_B = G.reshape(P, nb, 2, width * Y, width * Y).unbind(2)
-        G = torch.cat(
-            [torch.cat([G_A, S_A @ M_B], dim=-1), F.pad(G_B, (width * Y, 0))], dim=-2
-        )
+        G = torch.cat([torch.cat([G_A, S_A @ M_B], dim=-1), F.pad(G_B, (width * Y, 0))], dim=-2)
         if nb > 1:
             S = torch.cat([S_A @ T_B, S_B], dim=-2)
             M = torch.cat([M_A, T_A @ M_B], dim=-1)

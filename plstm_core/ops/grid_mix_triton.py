@@ -323,8 +323,17 @@ if triton is not None:
             tl.store(w_base + x * (SB * YB) + w_offs, w)
             col = b * X + tl.where(fx == 1, X - 1 - x, x)
             s, m, d, t00, t01, t10, _t11, _a, _g, P1 = _column(
-                z_ptr, col * Y + y_node, col * Y + y_prev, yy, col_ok, F, s_col, m_col, d_col,
-                t_col, MODE,
+                z_ptr,
+                col * Y + y_node,
+                col * Y + y_prev,
+                yy,
+                col_ok,
+                F,
+                s_col,
+                m_col,
+                d_col,
+                t_col,
+                MODE,
             )
             psi = tl.where(eye, s[None, :], 0.0) + s[:, None] * P1 * t10[None, :]
             phi = tl.where(eye, t00[None, :], 0.0) + t01[:, None] * P1 * t10[None, :]
@@ -367,7 +376,9 @@ if triton is not None:
             dk_b += tl.dot(ge.to(DOT), q_x, input_precision=PRECISION)
             dq_x = tl.dot(tl.trans(ge.to(DOT)), k_b, input_precision=PRECISION)
             tl.atomic_add(
-                dz_ptr + node[:, None] * F + head * K + kk[None, :], dq_x, mask=q_mask,
+                dz_ptr + node[:, None] * F + head * K + kk[None, :],
+                dq_x,
+                mask=q_mask,
                 sem="relaxed",
             )
             dg = e * scores  # ∂L/∂G_x of this block's sources
@@ -412,40 +423,58 @@ if triton is not None:
                 tl.atomic_add(dz_ptr + row + t_col + 1, dl1, mask=col_ok, sem="relaxed")
             elif MODE == 1:
                 tl.atomic_add(
-                    dz_ptr + row + t_col, dt00 * 5.0 * (1.0 - t00 * t00), mask=col_ok,
+                    dz_ptr + row + t_col,
+                    dt00 * 5.0 * (1.0 - t00 * t00),
+                    mask=col_ok,
                     sem="relaxed",
                 )
                 tl.atomic_add(
-                    dz_ptr + row + t_col + 1, dt10 * 5.0 * (1.0 - t10 * t10), mask=col_ok,
+                    dz_ptr + row + t_col + 1,
+                    dt10 * 5.0 * (1.0 - t10 * t10),
+                    mask=col_ok,
                     sem="relaxed",
                 )
                 tl.atomic_add(
-                    dz_ptr + row + t_col + 2, dt11 * 5.0 * (1.0 - t11 * t11), mask=col_ok,
+                    dz_ptr + row + t_col + 2,
+                    dt11 * 5.0 * (1.0 - t11 * t11),
+                    mask=col_ok,
                     sem="relaxed",
                 )
             else:
                 tl.atomic_add(
-                    dz_ptr + row + t_col, dt00 * 5.0 * (1.0 - t00 * t00), mask=col_ok,
+                    dz_ptr + row + t_col,
+                    dt00 * 5.0 * (1.0 - t00 * t00),
+                    mask=col_ok,
                     sem="relaxed",
                 )
                 tl.atomic_add(
-                    dz_ptr + row + t_col + 1, dt01 * 5.0 * (1.0 - t01 * t01), mask=col_ok,
+                    dz_ptr + row + t_col + 1,
+                    dt01 * 5.0 * (1.0 - t01 * t01),
+                    mask=col_ok,
                     sem="relaxed",
                 )
                 tl.atomic_add(
-                    dz_ptr + row + t_col + 2, dt10 * 5.0 * (1.0 - t10 * t10), mask=col_ok,
+                    dz_ptr + row + t_col + 2,
+                    dt10 * 5.0 * (1.0 - t10 * t10),
+                    mask=col_ok,
                     sem="relaxed",
                 )
                 tl.atomic_add(
-                    dz_ptr + row + t_col + 3, dt11 * 5.0 * (1.0 - t11 * t11), mask=col_ok,
+                    dz_ptr + row + t_col + 3,
+                    dt11 * 5.0 * (1.0 - t11 * t11),
+                    mask=col_ok,
                     sem="relaxed",
                 )
         tl.atomic_add(
-            dz_ptr + src[:, None] * F + k_off + head * K + kk[None, :], dk_b * key_scale,
-            mask=k_mask, sem="relaxed",
+            dz_ptr + src[:, None] * F + k_off + head * K + kk[None, :],
+            dk_b * key_scale,
+            mask=k_mask,
+            sem="relaxed",
         )
         tl.atomic_add(
-            dz_ptr + src[:, None] * F + v_off + head * V + vv[None, :], dv_b, mask=v_mask,
+            dz_ptr + src[:, None] * F + v_off + head * V + vv[None, :],
+            dv_b,
+            mask=v_mask,
             sem="relaxed",
         )
 

@@ -48,9 +48,12 @@ def plstm_2d_naive(
             read = sum(mark[:, :, x, y, i, None, None] * c_in[i] for i in range(2))
             qx = q[:, :, x, y]
             h = torch.einsum("bhk,bhkv->bhv", qx, read)
-            h = h + direct[:, :, x, y, None] * (qx * k[:, :, x, y]).sum(-1, keepdim=True) * v[
-                :, :, x, y
-            ]
+            h = (
+                h
+                + direct[:, :, x, y, None]
+                * (qx * k[:, :, x, y]).sum(-1, keepdim=True)
+                * v[:, :, x, y]
+            )
             row.append(h)
         rows.append(torch.stack(row, dim=2))
     return torch.stack(rows, dim=2)

@@ -43,6 +43,11 @@ def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     return buffer[:numel].view(shape)
 
 
+def release_scratch() -> None:
+    """Drop this thread's scratch buffers (the next calls allocate them again)."""
+    _local.__dict__.pop("buffers", None)
+
+
 def cached_constant(maxsize: int) -> Callable:
     """``functools.lru_cache`` for functions that build constant tensors from hashable
     arguments, building them outside inference mode (an inference tensor cannot be saved for

@@ -91,9 +91,17 @@ def png_bytes(height: int, width: int, seed: int, mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
+def blank_png(side: int) -> bytes:
+    """A white square image encoded as PNG (a few KB at any size)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def mixed_requests() -> list[dict[str, Any]]:
     """Requests of every endpoint on the repository of :func:`make_repository`, answered 200,
-    400, 404, 415 and 422: for comparing two ways of serving it."""
+    400, 404, 413, 415 and 422: for comparing two ways of serving it (both with the same
+    ``PLSTM_MAX_REQUEST_MEMORY_MB``, which the 413 answers name)."""
     gen = torch.Generator().manual_seed(11)
     images = torch.rand(2, 3, IMG, IMG, generator=gen)
     smiles = {"name": "smiles", "shape": [2], "datatype": "BYTES", "data": ["CCO", "CCN"]}
@@ -123,6 +131,20 @@ def mixed_requests() -> list[dict[str, Any]]:
             "url": classify,
             "params": {"path": "chunkwise", "resize": "native"},
             "content": png_bytes(20, 24, 3),
+            "headers": png,
+        },
+        {  # 200x200 patches: the parallel form needs ~200 GB
+            "method": "POST",
+            "url": classify,
+            "params": {"path": "parallel", "resize": "native"},
+            "content": blank_png(800),
+            "headers": png,
+        },
+        {  # 275x275 patches: more than PLSTM_MAX_TOKENS
+            "method": "POST",
+            "url": classify,
+            "params": {"resize": "native"},
+            "content": blank_png(1100),
             "headers": png,
         },
         {"method": "POST", "url": classify, "content": b"\x89PNG-broken", "headers": png},

@@ -74,10 +74,16 @@ def _images(data: Any, shape: list[int] | None = None, datatype: str = "FP32") -
 def _raw_images(literal: bytes) -> bytes:
     """An FP32 image tensor of 3*IMG*IMG elements written as ``literal`` (NaN, huge ints...)."""
     data = b",".join([literal] * (3 * IMG * IMG))
-    return b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 3, %d, %d], ' % (
-        IMG,
-        IMG,
-    ) + b'"data": [' + data + b"]}]}"
+    return (
+        b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 3, %d, %d], '
+        % (
+            IMG,
+            IMG,
+        )
+        + b'"data": ['
+        + data
+        + b"]}]}"
+    )
 
 
 def _smiles(*smiles: Any, shape: list[int] | None = None) -> bytes:

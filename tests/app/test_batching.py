@@ -1,4 +1,5 @@
-"""Dynamic batcher: batching, routing, failure isolation, queue limit, timeout, drain."""
+"""Dynamic batcher: batching, routing, failure isolation, queue limit, timeout, drain; deadline
+shedding, dropping expired and abandoned work, batches bounded by size (a fake model function)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import asyncio
 import random
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from app.batching import Batcher, QueueFull, RequestTimeout, ShuttingDown
+from app.batching import Batcher, Deadline, Overloaded, QueueFull, RequestTimeout, ShuttingDown
 from app.metrics import Metrics
 
 
@@ -177,14 +179,15 @@ def test_timeout_frees_the_slot_and_others_still_succeed() -> None:
         batcher = Batcher(fn, 1, 0, 10, timeout_s=0.1)
         running = asyncio.ensure_future(batcher.submit(1, "k"))
         await asyncio.sleep(0.02)
-        with pytest.raises(RequestTimeout) as info:
-            await batcher.submit(2, "k")  # queued behind the blocked batch
-        assert isinstance(info.value, asyncio.TimeoutError)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(2, "k")  # queued behind the blocked batch: shed unrun
+        assert "could not be answered within its deadline of 0.1 s" in str(info.value)
         assert batcher.queue_depth == 0
         fn.release.set()
         assert await batcher.submit(3, "k", timeout=5) == 30
-        with pytest.raises(RequestTimeout):
+        with pytest.raises(RequestTimeout) as late:
             await running  # its own batch ran too long
+        assert isinstance(late.value, asyncio.TimeoutError)
         await batcher.drain()
 
     run(main())
@@ -214,3 +217,170 @@ def test_bad_arguments() -> None:
         Batcher(Recorder(), 0, 5, 10)
     with pytest.raises(ValueError, match="max_queue_size"):
         Batcher(Recorder(), 4, 5, 0)
+
+
+async def _until_running(fn: Recorder, calls: int = 1) -> None:
+    while len(fn.calls) < calls:
+        await asyncio.sleep(0.001)
+
+
+def test_an_expected_wait_past_the_deadline_is_shed_with_a_computed_retry_after() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> None:
+        # items of 2 s predicted work, 9 s deadlines (4.5 s usable), drain rate 1 s/s
+        batcher = Batcher(fn, 1, 0, 100, timeout_s=9.0, drain_prior=1.0)
+        running = asyncio.ensure_future(batcher.submit(1, "k", work=2.0))
+        await _until_running(fn)
+        queued = asyncio.ensure_future(batcher.submit(2, "k", work=2.0))  # waits ~4 s: fits
+        await asyncio.sleep(0)
+        assert batcher.queue_depth == 1
+        with pytest.raises(Overloaded) as shed:  # would wait ~6 s
+            await batcher.submit(3, "k", work=2.0)
+        assert shed.value.retry_after == 2  # ⌈6 − 4.5⌉ s at the drain rate
+        assert batcher.queue_depth == 1
+        fn.release.set()
+        assert await asyncio.gather(running, queued) == [10, 20]
+        await batcher.drain()
+
+    run(main())
+    assert [items for _, items in fn.calls] == [[1], [2]]
+
+
+def test_the_shed_retry_after_follows_the_measured_drain_rate() -> None:
+    fn = Recorder(delay=0.2)
+
+    async def main() -> tuple[int, float]:
+        batcher = Batcher(fn, 1, 0, 100, timeout_s=60.0)  # work: 1 per item
+        await batcher.submit(0, "k")  # measures the rate: 1 item per 0.2 s or longer
+        rate = batcher.admission.rate
+        assert rate is not None and rate <= 5.0
+        fn.release.clear()
+        queued = [asyncio.ensure_future(batcher.submit(v, "k")) for v in range(1, 11)]
+        await _until_running(fn, 2)
+        with pytest.raises(Overloaded) as shed:
+            await batcher.submit(11, "k", deadline=Deadline.after(1.0))
+        fn.release.set()
+        await asyncio.gather(*queued)
+        await batcher.drain()
+        return shed.value.retry_after, rate
+
+    retry, rate = run(main())
+    # ~10 items (9 queued, 1 running, and its own) at the measured rate, less 0.5 s usable
+    assert retry >= 2
+    assert abs(retry - (10 / rate - 0.5)) <= 1.5
+
+
+def test_an_item_past_its_deadline_is_dropped_before_it_runs() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> None:
+        batcher = Batcher(fn, 1, 0, 10, timeout_s=30.0)
+        running = asyncio.ensure_future(batcher.submit(1, "k"))
+        await _until_running(fn)
+        with pytest.raises(Overloaded, match=r"within its deadline of 0\.1 s"):
+            await batcher.submit(2, "k", deadline=Deadline.after(0.1))
+        fn.release.set()
+        assert await running == 10
+        assert await batcher.submit(3, "k") == 30
+        await batcher.drain()
+
+    run(main())
+    assert [items for _, items in fn.calls] == [[1], [3]]
+
+
+def test_an_item_whose_caller_went_away_is_dropped_before_it_runs() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> None:
+        batcher = Batcher(fn, 1, 0, 10, timeout_s=30.0)
+        running = asyncio.ensure_future(batcher.submit(1, "k"))
+        await _until_running(fn)
+        gone = asyncio.ensure_future(batcher.submit(2, "k"))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # e.g. the client disconnected
+        await asyncio.gather(gone, return_exceptions=True)
+        assert batcher.queue_depth == 0
+        fn.release.set()
+        assert await running == 10
+        await batcher.drain()
+
+    run(main())
+    assert [items for _, items in fn.calls] == [[1]]
+
+
+def test_a_batch_without_callers_is_flagged_for_cancellation() -> None:
+    seen: list[bool] = []
+    entered = threading.Event()
+
+    def fn(key: object, items: list[int]) -> list[int]:
+        entered.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not batcher.cancel_requested:
+            time.sleep(0.001)
+        seen.append(batcher.cancel_requested)
+        return [10 * x for x in items]
+
+    async def main() -> None:
+        running = [asyncio.ensure_future(batcher.submit(v, "k")) for v in (1, 2)]
+        await asyncio.to_thread(entered.wait, 5)
+        running[0].cancel()
+        await asyncio.sleep(0.05)
+        assert not batcher.cancel_requested  # item 2's caller still waits
+        running[1].cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await batcher.drain()
+        assert not batcher.cancel_requested  # reset once the batch ended
+
+    batcher = Batcher(fn, 2, 1, 10, timeout_s=30.0)
+    run(main())
+    assert seen == [True]
+
+
+@dataclass(frozen=True)
+class Units:
+    n: int
+
+    def join(self, other: Units) -> Units:
+        return Units(self.n + other.n)
+
+
+def test_a_batch_closes_before_it_grows_too_large_for_one_call() -> None:
+    fn = Recorder()
+
+    async def main() -> list[int]:
+        batcher = Batcher(fn, 8, 50, 100, fits=lambda key, size: size.n <= 3)
+        sizes = [1, 1, 1, 1, 2, 1]
+        results = await asyncio.gather(
+            *(batcher.submit(i, "k", size=Units(n)) for i, n in enumerate(sizes))
+        )
+        await batcher.drain()
+        return results
+
+    assert run(main()) == [0, 10, 20, 30, 40, 50]
+    assert [items for _, items in fn.calls] == [[0, 1, 2], [3, 4], [5]]
+
+
+def test_a_slow_batch_sheds_later_requests_and_the_model_recovers_when_it_ends() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> None:
+        batcher = Batcher(fn, 1, 0, 10, timeout_s=30.0, drain_prior=1.0)
+        slow = asyncio.ensure_future(batcher.submit(1, "k", work=0.05))  # runs far longer
+        await _until_running(fn)
+        await asyncio.sleep(0.6)  # 0.55 s past its expected end: ~0.55 s more expected
+        start = time.perf_counter()
+        with pytest.raises(Overloaded):
+            await batcher.submit(2, "k", deadline=Deadline.after(0.5), work=0.05)
+        assert time.perf_counter() - start < 0.1  # at once, not after the deadline
+        fn.release.set()
+        assert await slow == 10
+        assert await batcher.submit(3, "k", deadline=Deadline.after(0.5), work=0.05) == 30
+        await batcher.drain()
+
+    run(main())
+    assert [items for _, items in fn.calls] == [[1], [3]]

@@ -49,8 +49,7 @@ def test_deep_bodies_are_refused_before_parsing() -> None:
         load_json(body)
     assert err.value.status_code == 400
     assert str(err.value) == (
-        f"the body nests arrays/objects 100001 levels deep, more than the limit of "
-        f"{MAX_JSON_DEPTH}"
+        f"the body nests arrays/objects 100001 levels deep, more than the limit of {MAX_JSON_DEPTH}"
     )
     assert load_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
 

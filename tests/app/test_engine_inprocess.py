@@ -53,7 +53,12 @@ def socket_path() -> Iterator[str]:
 
 
 def _settings(repo: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"device": "cpu", "warmup": False, "max_delay_ms": 50.0}
+    values: dict[str, Any] = {
+        "device": "cpu",
+        "warmup": False,
+        "max_delay_ms": 50.0,
+        "max_request_memory_mb": 1024,
+    }
     return Settings(model_repository=repo, **{**values, **overrides})
 
 
@@ -121,7 +126,7 @@ def test_same_answers_as_inline(repo: Path, socket_path: str) -> None:
                 expected = _answer(await inline.request(**request))
                 assert _answer(await worker.request(**request)) == expected, request
                 statuses.add(expected[0])
-            assert statuses == {200, 400, 404, 415, 422}
+            assert statuses == {200, 400, 404, 413, 415, 422}
             assert await failure(worker_app) == await failure(inline_app)
             assert (await failure(inline_app))[0] == 422
             health = (await worker.get("/healthz")).json()
@@ -223,7 +228,12 @@ def test_overload_answers_match_inline(repo: Path, socket_path: str) -> None:
     assert remote == inline
     busy = (503, {"error": "server busy: queue of model 'vis' is full (2)"}, "1")
     late = (504, {"error": "request timed out: no result within 1 s"}, None)
-    assert inline == [busy, late, late, late]
+    dropped = (
+        "server busy: model 'vis' is overloaded: the request could not be answered within its "
+        "deadline of 1 s and was dropped from the queue unrun"
+    )
+    shed = (503, {"error": dropped}, "1")
+    assert inline == [busy, late, shed, shed]
 
 
 def test_engine_loss_answers_503_and_reconnects(repo: Path, socket_path: str) -> None:

@@ -107,6 +107,7 @@ def serving(repo: Path, log_path: Path, **env: str) -> Iterator[tuple[str, subpr
         "PLSTM_MAX_BATCH_SIZE": "32",
         "PLSTM_MAX_QUEUE_SIZE": str(QUEUE),
         "PLSTM_REQUEST_TIMEOUT_S": "20",
+        "PLSTM_MAX_REQUEST_MEMORY_MB": "1024",
         **env,
     }
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
@@ -166,14 +167,16 @@ def _assert_same(got: Any, expected: Any, where: str = "") -> None:
 
 
 def test_answers_match_inline(server: str, repo: Path) -> None:
-    settings = Settings(model_repository=repo, device="cpu", max_queue_size=QUEUE)
+    settings = Settings(
+        model_repository=repo, device="cpu", max_queue_size=QUEUE, max_request_memory_mb=1024
+    )
     statuses = set()
     with TestClient(create_app(settings)) as inline, httpx.Client(base_url=server) as served:
         for request in mixed_requests():
             expected = _answer(inline.request(**request))
             _assert_same(_answer(served.request(**request)), expected, str(request)[:80])
             statuses.add(expected[0])
-    assert statuses == {200, 400, 404, 415, 422}
+    assert statuses == {200, 400, 404, 413, 415, 422}
 
 
 async def _classify_many(base: str, count: int, spacing_s: float = 0.0) -> list[httpx.Response]:

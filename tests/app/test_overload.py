@@ -1,5 +1,7 @@
 """Overload answers through the HTTP API: a full queue (503 + Retry-After), a request past its
-timeout (504), and new requests while the server drains (503).
+timeout (504) and one shed unrun behind it (503 + Retry-After), new requests while the server
+drains (503), a request whose client disconnects (dropped unrun), and the X-Request-Timeout
+header.
 
 The app runs in-process on one event loop (its lifespan entered by hand, requests through
 ``httpx.ASGITransport``) with the model's forward wrapped by a :class:`Gate` that holds every
@@ -143,7 +145,7 @@ def test_full_queue_answers_503_and_queued_requests_still_succeed(repo: Path) ->
     asyncio.run(main())
 
 
-def test_request_past_its_timeout_answers_504_and_the_next_one_succeeds(repo: Path) -> None:
+def test_request_past_its_timeout_answers_504_the_one_queued_behind_it_503(repo: Path) -> None:
     async def main() -> None:
         async with serving(
             repo, max_batch_size=1, max_delay_ms=0, max_queue_size=4, request_timeout_s=TIMEOUT_S
@@ -153,16 +155,18 @@ def test_request_past_its_timeout_answers_504_and_the_next_one_succeeds(repo: Pa
             queued = asyncio.create_task(_classify(served, seed=2))  # waits behind it
             await _until(lambda: _queue_depth(served) == 1, "request 2 waits")
             start = time.perf_counter()
-            for response in await asyncio.gather(running, queued):
-                _assert_error(response, 504, "timed out", f"{TIMEOUT_S:g} s")
-                assert "retry-after" not in response.headers
+            late, shed = await asyncio.gather(running, queued)
+            _assert_error(late, 504, "timed out", f"{TIMEOUT_S:g} s")
+            assert "retry-after" not in late.headers
+            _assert_error(shed, 503, "server busy", f"within its deadline of {TIMEOUT_S:g} s")
+            assert int(shed.headers["retry-after"]) >= 1  # request 2 was shed, never run
             assert time.perf_counter() - start < TIMEOUT_S + 5.0
             assert _queue_depth(served) == 0  # the timed-out waiter left the queue
             served.gate.release.set()
             await served.gate.wait_finished()  # request 1's abandoned batch is done
             _assert_correct(repo, await _classify(served, seed=3), 3)
             assert served.gate.batch_sizes == [1, 1]  # request 2 never ran
-            assert (_requests(served, 504), _requests(served, 200)) == (2, 1)
+            assert [_requests(served, s) for s in (504, 503, 200)] == [1, 1, 1]
 
     asyncio.run(main())
 
@@ -186,5 +190,91 @@ def test_requests_during_drain_answer_503_while_in_flight_ones_finish(repo: Path
             _assert_correct(repo, await in_flight, 1)
             assert served.gate.batch_sizes == [1]
             assert (_requests(served, 200), _requests(served, 503)) == (1, 1)
+
+    asyncio.run(main())
+
+
+def test_a_request_whose_client_disconnects_is_dropped_before_it_runs(repo: Path) -> None:
+    async def main() -> None:
+        async with serving(
+            repo, max_batch_size=1, max_delay_ms=0, max_queue_size=4, request_timeout_s=30
+        ) as served:
+            running = asyncio.create_task(_classify(served, seed=1))
+            await served.gate.wait_entered()
+            gone = asyncio.Event()
+            sent: list[dict[str, Any]] = []
+            body = _image(2)
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": CLASSIFY,
+                "raw_path": CLASSIFY.encode(),
+                "query_string": b"",
+                "headers": [(b"content-type", b"image/png"), (b"host", b"test")],
+                "client": ("127.0.0.1", 1),
+                "server": ("test", 80),
+            }
+            body_sent = False
+
+            async def receive_once() -> dict[str, Any]:
+                nonlocal body_sent
+                if not body_sent:
+                    body_sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            request = asyncio.create_task(served.app(scope, receive_once, send))
+            await _until(lambda: _queue_depth(served) == 1, "the second request waits")
+            gone.set()  # its client closes the connection
+            await asyncio.wait_for(request, WAIT_S)
+            assert _queue_depth(served) == 0
+            served.gate.release.set()
+            _assert_correct(repo, await running, 1)
+            assert served.gate.batch_sizes == [1]  # the second request never ran
+            assert sent[0]["status"] == 499
+            assert _requests(served, 499) == 1
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("0.3", "no result within 0.3 s"), ("999", "no result within 1 s")]
+)
+def test_x_request_timeout_shortens_the_deadline_up_to_the_setting(
+    repo: Path, value: str, expected: str
+) -> None:
+    async def main() -> None:
+        async with serving(
+            repo, max_batch_size=1, max_delay_ms=0, max_queue_size=4, request_timeout_s=TIMEOUT_S
+        ) as served:
+            response = await served.client.post(
+                CLASSIFY,
+                content=_image(1),
+                headers={"content-type": "image/png", "x-request-timeout": value},
+            )  # held by the gate past its deadline
+            _assert_error(response, 504, expected)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_x_request_timeout_must_be_a_positive_number(repo: Path, value: str) -> None:
+    async def main() -> None:
+        async with serving(repo) as served:
+            response = await served.client.post(
+                CLASSIFY,
+                content=_image(1),
+                headers={"content-type": "image/png", "x-request-timeout": value},
+            )
+            _assert_error(response, 400, "X-Request-Timeout: must be a positive number of seconds")
+            assert served.gate.batch_sizes == []
 
     asyncio.run(main())

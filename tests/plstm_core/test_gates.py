@@ -35,9 +35,7 @@ def random_dag(num_nodes: int, p: float, g: torch.Generator) -> torch.Tensor:
 def line_pairs(edge_index: torch.Tensor) -> torch.Tensor:
     """All (e', e) with target(e') == source(e), by brute force."""
     E = edge_index.shape[1]
-    pairs = [
-        (a, b) for a in range(E) for b in range(E) if edge_index[1, a] == edge_index[0, b]
-    ]
+    pairs = [(a, b) for a in range(E) for b in range(E) if edge_index[1, a] == edge_index[0, b]]
     return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T.contiguous()
 
 
@@ -45,8 +43,11 @@ def count_line_paths(num_edges: int, line_index: torch.Tensor) -> torch.Tensor:
     """paths[a, b] = number of directed paths from edge a to edge b in the line graph."""
     A = torch.zeros(num_edges, num_edges, dtype=torch.float64)
     if line_index.numel():
-        A.index_put_((line_index[0], line_index[1]), torch.ones(line_index.shape[1],
-                     dtype=torch.float64), accumulate=True)
+        A.index_put_(
+            (line_index[0], line_index[1]),
+            torch.ones(line_index.shape[1], dtype=torch.float64),
+            accumulate=True,
+        )
     paths = torch.zeros_like(A)
     power = A.clone()
     for _ in range(num_edges):

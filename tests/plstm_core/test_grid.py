@@ -11,7 +11,11 @@ from plstm_core.ops.grid_naive import plstm_2d_naive
 
 NAMES = ("q", "k", "v", "source", "transition", "mark", "direct")
 METHODS = [
-    ("parallel", 16), ("recurrent", 16), ("chunkwise", 1), ("chunkwise", 4), ("chunkwise", 8)
+    ("parallel", 16),
+    ("recurrent", 16),
+    ("chunkwise", 1),
+    ("chunkwise", 4),
+    ("chunkwise", 8),
 ]
 SIZES = [(1, 1), (1, 9), (5, 7), (13, 3), (16, 16), (33, 17)]
 TOL = {torch.float32: 1e-4, torch.float64: 1e-10}

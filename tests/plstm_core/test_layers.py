@@ -361,9 +361,7 @@ def test_dag_layer_methods_match_reference(mode: str, dtype: torch.dtype, seed: 
             assert out.dtype == dtype and out.shape == (N, dim)
             assert_close_rel(out, ref_out, TOL[dtype], f"{method} output")
         grads = grads_of(test_layer, x, out, w.to(dtype))
-        assert_grads_close(
-            grads, ref_grads, LAYER_TOL[dtype], f"{method} layer", global_scale=True
-        )
+        assert_grads_close(grads, ref_grads, LAYER_TOL[dtype], f"{method} layer", global_scale=True)
         mix = test_layer.mix(x, edge_index)
         assert_close_rel(mix, ref_mix, TOL[dtype], f"{method} mix")
         grads = grads_of(test_layer, x, mix, w_mix.to(dtype))
