@@ -20,12 +20,18 @@ previous answer plus the interval), so a stalled server delays it in full. Cases
   is the cost model's job; this benchmark is about decoding);
 - ``infer-largest``: the largest legal infer body, arrow-pointing FP32 images of 96x96 with
   full-precision values, as many as fit in 16 MiB (``PLSTM_MAX_BODY_BYTES``);
-- the reproducers of issue 11, all refused: ``smiles-30k`` and ``smiles-100k`` (SMILES of
+- the cost reproducers of issue 11, refused by the cost limits before anything is decoded or
+  queued: ``png-768-native`` (a white 768 px PNG with ``resize=native&path=parallel``: 96x96
+  patches), ``png-4000-native`` (a 4000 px PNG with ``resize=native``), ``infer-1024-parallel``
+  (a UINT8 1024 px image through ``/v2/.../infer`` with ``path=parallel``); and
+  ``png-768-native-auto``, the 768 px PNG with ``path=auto``, which runs on a path that fits;
+- the decoding reproducers of issue 11, all refused: ``smiles-30k`` and ``smiles-100k`` (SMILES of
   30,000 / 100,000 carbons), ``atoms-1m-h`` (one carbon and a million listed hydrogens),
   ``infer-deep`` (a body nested 10,000 levels), ``infer-3e38`` (a 15 MB body of FP32 values
   3e38), ``infer-nan`` (the same with NaN).
 
-After each case the next waits until liveness answers again. Then (unless
+The server's peak resident memory (``VmHWM``) is read after every case. After each case the next
+waits until liveness answers again. Then (unless
 ``--no-strategies``) the two costliest legal decodings run in this process on its event loop,
 in a worker thread and in a decoder process, to show where the GIL is held (this part imports
 the server's code from this repository). A markdown table goes to stdout
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as _dt
+import io
 import json
 import os
 import platform
@@ -55,6 +62,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
@@ -64,6 +72,7 @@ ARROW = "arrow-pointing"
 SOLUBILITY = "solubility"
 PREDICT = f"/v1/models/{SOLUBILITY}/predict"
 RECURRENT = f"{PREDICT}?path=recurrent"
+CLASSIFY = f"/v1/models/{ARROW}/classify"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class Case:
     url: str
     body: Callable[[], bytes]
     expected: int
+    content_type: str = "application/json"
 
 
 def _json(document: Any) -> bytes:
@@ -105,6 +115,19 @@ def _images_body(fill: float | None, max_bytes: int = MAX_BODY) -> bytes:
     return json.dumps({"inputs": [{**tensor, "data": values.tolist()}]}).encode()
 
 
+def _png(side: int) -> bytes:
+    """A white PNG of ``side`` x ``side`` pixels (a few KiB)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _uint8_image_body(side: int) -> bytes:
+    tensor = {"name": "images", "datatype": "UINT8", "shape": [1, side, side, 3]}
+    data = [255] * (side * side * 3)
+    return _json({"inputs": [{**tensor, "data": data}], "parameters": {"path": "parallel"}})
+
+
 def _nan_body() -> bytes:
     body = _images_body(0.5, 15 * 1024 * 1024)
     return body.replace(b"0.5", b"NaN")
@@ -117,6 +140,14 @@ CASES = [
          lambda: _json({"graphs": [_cage(7, 7, 10)]}), 200),
     Case("infer-largest", "16 MiB of FP32 96x96 images (legal)", f"/v2/models/{ARROW}/infer",
          lambda: _images_body(None), 200),
+    Case("png-768-native", "white 768 px PNG, resize=native, path=parallel",
+         f"{CLASSIFY}?resize=native&path=parallel", lambda: _png(768), 413, "image/png"),
+    Case("png-768-native-auto", "white 768 px PNG, resize=native (legal)",
+         f"{CLASSIFY}?resize=native", lambda: _png(768), 200, "image/png"),
+    Case("png-4000-native", "white 4000 px PNG, resize=native", f"{CLASSIFY}?resize=native",
+         lambda: _png(4000), 413, "image/png"),
+    Case("infer-1024-parallel", "UINT8 1024 px image, path=parallel",
+         f"/v2/models/{ARROW}/infer", lambda: _uint8_image_body(1024), 413),
     Case("smiles-30k", "SMILES of 30,000 carbons", PREDICT,
          lambda: _json({"graphs": [{"smiles": "C" * 30_000}]}), 422),
     Case("smiles-100k", "SMILES of 100,000 carbons", PREDICT,
@@ -141,8 +172,9 @@ def free_port() -> int:
 @contextmanager
 def running_server(
     source: Path, repository: Path, device: str, log: Path, start_timeout_s: float
-) -> Iterator[str]:
-    """``python -m app.cli serve`` of ``source`` on a free port until ready; yields its URL."""
+) -> Iterator[tuple[str, int]]:
+    """``python -m app.cli serve`` of ``source`` on a free port until ready; yields its URL and
+    process id."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLSTM_")}
     env.update(
@@ -168,7 +200,7 @@ def running_server(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server was not ready in {start_timeout_s} s")
                 time.sleep(0.5)
-            yield url
+            yield url, server.pid
         finally:
             server.terminate()
             try:
@@ -224,7 +256,18 @@ def wait_until_live(url: str, timeout_s: float) -> float:
     return time.monotonic() - start
 
 
-def run_case(url: str, case: Case | None, args: argparse.Namespace) -> dict[str, Any]:
+def peak_rss_mib(pid: int) -> float | None:
+    """The peak resident memory of process ``pid`` so far (MiB; None where /proc lacks it)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def run_case(url: str, pid: int, case: Case | None, args: argparse.Namespace) -> dict[str, Any]:
     body = b"" if case is None else case.body()
     prober = Prober(url, args.probe_ms / 1000, args.request_timeout_s)
     prober.start()
@@ -239,7 +282,7 @@ def run_case(url: str, case: Case | None, args: argparse.Namespace) -> dict[str,
             response = httpx.post(
                 url + case.url,
                 content=body,
-                headers={"content-type": "application/json"},
+                headers={"content-type": case.content_type},
                 timeout=args.request_timeout_s,
             )
             status = response.status_code
@@ -265,6 +308,7 @@ def run_case(url: str, case: Case | None, args: argparse.Namespace) -> dict[str,
         "live_p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
         "live_max_ms": round(1000 * lat[-1], 1),
         "live_again_after_s": round(recovery, 2),
+        "server_peak_rss_mib": peak_rss_mib(pid),
         "slowest_probes": [
             {"ms": round(1000 * ms, 1), "answered_at_s": round(at - start, 3)} for ms, at in slowest
         ],
@@ -362,8 +406,9 @@ def strategies_markdown(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "| case | request | body | status | request s | probes | live p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | request | body | status | request s | probes | live p50 ms | p99 ms | max ms "
+        "| server peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         size = (
@@ -374,7 +419,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {r['case']} | {r['what']} | {size} | {r['status']} | {r['request_s']:.2f} | "
             f"{r['probes']} | {r['live_p50_ms']:.1f} | {r['live_p99_ms']:.1f} | "
-            f"{r['live_max_ms']:.1f} |"
+            f"{r['live_max_ms']:.1f} | {r.get('server_peak_rss_mib', '-')} |"
         )
     header = (
         f"Liveness while one request is handled: `{meta['command']}`\n\n"
@@ -431,9 +476,9 @@ def main() -> int:
     with running_server(
         args.source, args.repository.resolve(), args.device, out / "server.log",
         args.start_timeout_s,
-    ) as url:  # fmt: skip
+    ) as (url, pid):  # fmt: skip
         for name in args.cases:
-            row = run_case(url, by_name.get(name), args)
+            row = run_case(url, pid, by_name.get(name), args)
             print(json.dumps(row), flush=True)
             rows.append(row)
     text = markdown(rows, meta)

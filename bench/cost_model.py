@@ -2,8 +2,10 @@
 models: prints markdown tables of predicted against measured peak memory and time.
 
 - memory: the peak of live tensors of one forward (bench/peak_memory.py) on the ``meta`` device,
-  so sizes whose real run would not fit (the 96x96-patch grid of a 768 px image needs ~17 GB on
-  the parallel path) are measured too;
+  which runs the reference forms of the grid layers (as CUDA does), so sizes whose real run
+  would not fit (the 96x96-patch grid of a 768 px image needs ~17 GB on the parallel path) are
+  measured too; and on the CPU, which runs the CPU forms (summed and tiled), up to the sizes
+  that run in seconds;
 - time: the models are loaded as the server loads them (warm-up and calibration on the given
   device), then each size is run ``--repeats`` times and the fastest run is compared with the
   prediction. Sizes whose predicted time is over ``--max-seconds`` are left out.
@@ -22,12 +24,15 @@ from pathlib import Path
 import torch
 
 from app import backends
-from app.cost_formulas import Architecture, GraphBatch, ImageBatch, formula
+from app.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
 from app.repository import ModelRepository
 from bench.peak_memory import PeakMemory
 from models.registry import create_model
+from plstm_core.ops.workspace import release_scratch
 
 GRIDS = (12, 24, 48, 96)
+CPU_PARALLEL_GRIDS = (12, 24, 48)
+"""The CPU's summed form is quadratic: 96x96 patches would take minutes."""
 TIME_GRIDS = (12, 16, 24, 32, 48)
 MOLECULES = ((20,), (20,) * 16, (60,) * 8)
 
@@ -36,23 +41,30 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def memory_table(repository: Path) -> list[str]:
+def memory_table(repository: Path, device: str) -> list[str]:
+    """Predicted against measured peak memory of arrow-pointing on ``device`` (meta or cpu)."""
     meta = json.loads((repository / "arrow-pointing" / "1" / "config.json").read_text())
-    with torch.device("meta"):
+    with torch.device(device):
         model = create_model(meta["architecture"], **meta["config"]).eval()
-    arch = Architecture.from_config("plstm_vision", model.config)
+    forms = grid_forms_on(torch.device(device))
+    arch = Architecture.from_config("plstm_vision", model.config, grid_forms=forms)
     rows = ["| path | patches | measured MiB | predicted MiB | predicted / measured |"]
     rows.append("|---|---|---|---|---|")
     for path in ("parallel", "chunkwise", "recurrent"):
         model.set_method(path)
-        for side in GRIDS if path != "recurrent" else GRIDS[:3]:
-            x = torch.empty(1, 3, side * arch.patch, side * arch.patch, device="meta")
+        if device == "meta":
+            grids = GRIDS if path != "recurrent" else GRIDS[:3]
+        else:
+            grids = CPU_PARALLEL_GRIDS if path == "parallel" else GRIDS
+        for side in grids:
+            x = torch.rand(1, 3, side * arch.patch, side * arch.patch, device=device)
+            release_scratch()
             with torch.inference_mode(), PeakMemory() as memory:
                 model(x)
-            predicted = formula("plstm_vision", path).memory(arch, ImageBatch(1, side, side))
+            estimate = formula("plstm_vision", path, forms).memory(arch, ImageBatch(1, side, side))
             rows.append(
-                f"| {path} | {side}x{side} | {_mib(memory.peak)} | {_mib(predicted)} | "
-                f"{predicted / memory.peak:.2f} |"
+                f"| {path} | {side}x{side} | {_mib(memory.peak)} | {_mib(estimate)} | "
+                f"{estimate / memory.peak:.2f} |"
             )
     return rows
 
@@ -125,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s)\n")
-    print("Peak memory of one forward of arrow-pointing (batch 1), meta device:\n")
-    print("\n".join(memory_table(args.repository)))
+    for device in ("meta", "cpu"):
+        forms = grid_forms_on(torch.device(device))
+        print(
+            f"\nPeak memory of one forward of arrow-pointing (batch 1), {device} ({forms} forms):\n"
+        )
+        print("\n".join(memory_table(args.repository, device)))
     print("\nTime of one call after calibration at load:\n")
     print("\n".join(time_table(args.repository, args.device, args.repeats, args.max_seconds)))
     return 0

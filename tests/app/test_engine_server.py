@@ -108,6 +108,9 @@ def serving(repo: Path, log_path: Path, **env: str) -> Iterator[tuple[str, subpr
         "PLSTM_MAX_QUEUE_SIZE": str(QUEUE),
         "PLSTM_REQUEST_TIMEOUT_S": "20",
         "PLSTM_MAX_REQUEST_MEMORY_MB": "1024",
+        # no calibration: path=auto and admission then do not depend on timings taken on a
+        # busy machine (two processes timing the same model may choose different paths)
+        "PLSTM_WARMUP": "false",
         **env,
     }
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
@@ -168,7 +171,11 @@ def _assert_same(got: Any, expected: Any, where: str = "") -> None:
 
 def test_answers_match_inline(server: str, repo: Path) -> None:
     settings = Settings(
-        model_repository=repo, device="cpu", max_queue_size=QUEUE, max_request_memory_mb=1024
+        model_repository=repo,
+        device="cpu",
+        max_queue_size=QUEUE,
+        max_request_memory_mb=1024,
+        warmup=False,
     )
     statuses = set()
     with TestClient(create_app(settings)) as inline, httpx.Client(base_url=server) as served:
