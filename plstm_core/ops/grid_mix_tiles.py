@@ -1,5 +1,7 @@
 """The chunkwise form of a pLSTM grid layer (paper A.7) for the CPU: linear in the number of
-tokens, the four orientations in one wavefront.
+tokens, the four orientations in one wavefront. (It runs on a GPU too, but there it is bound by
+kernel launches and no faster than four ``plstm_2d`` chunkwise calls, so the layer does not use
+it there: ``docs/benchmarks/grid_tiles_gpu_h100.md``.)
 
 Every orientation runs in its own frame (:func:`plstm_core.ops.grid_mix_gates.frame_inputs`),
 its grid cut into c×c tiles. Inside a tile the pLSTM is the parallel form (paper eq. 7 with the
@@ -12,7 +14,8 @@ recurrence (paper eq. 5-6 with the generalised Source S, Transition T and Mark M
 
 Tile (x, y) needs only tiles (x−1, y) and (x, y−1), so all tiles on one anti-diagonal of the
 tile grid are one step (a strided batch of the x-major tiles), for a group of R of the
-B·H·4 grid-orientations at once (R chosen so that a step's states fit the per-core cache):
+B·H·4 grid-orientations at once (on the CPU R is chosen so that a step's states fit the per-core
+cache; on a GPU all of them):
 the Python loop runs over (nx + ny − 1)·B·H·4/R steps of five batched matrix products (the
 sources [2c·K, n]·[n, V]; per incoming side the transition [2c, c]·[c, K·V] and the readout
 [n, c·K]·[c·K, V]).
@@ -126,9 +129,12 @@ def _wavefront(
         prev_lo, state = lo, out
 
 
-def _grids_per_step(grids: int, longest: int, state_bytes: int) -> int:
-    """How many grids share a wavefront step: as many as keep one diagonal's boundary states
-    within STEP_BYTES (so they stay in the cache across the step's products), in equal groups."""
+def _grids_per_step(grids: int, longest: int, state_bytes: int, device: torch.device) -> int:
+    """How many grids share a wavefront step: on the CPU as many as keep one diagonal's boundary
+    states within STEP_BYTES (so they stay in the cache across the step's products), in equal
+    groups; on a GPU all (one step's launches serve every grid)."""
+    if device.type != "cpu":
+        return grids
     fit = max(1, STEP_BYTES // max(1, longest * state_bytes))
     groups = -(-grids // min(fit, grids))
     return -(-grids // groups)
@@ -170,7 +176,7 @@ def grid_mix_tiles(z: torch.Tensor, layout: GridMixLayout, tile: int = TILE) -> 
     G = G + torch.diag_embed(tiled(_to_tiles(direct[..., None], cx, cy), n))
     h = torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * G, v)
     S, T, M = tiled(blocks.S, n, E), tiled(blocks.T, E, E), tiled(blocks.M, E, n)
-    R = _grids_per_step(OP, min(nx, ny), E * K * v.shape[-1] * qkv.element_size())
+    R = _grids_per_step(OP, min(nx, ny), E * K * v.shape[-1] * qkv.element_size(), z.device)
     for r in range(0, OP, R):
         part = slice(r, r + R)
         _wavefront(q[part], k[part], v[part], S[part], T[part], M[part], h[part], cy)

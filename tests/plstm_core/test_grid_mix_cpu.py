@@ -67,10 +67,11 @@ def test_cpu_form_matches_loop_reference_float32(form: str, mode: str, size: tup
     _check_against_reference(form, mode, size, torch.float32)
 
 
-@pytest.mark.parametrize("tile", [2, 8])
+@pytest.mark.parametrize("tile", [2, 8, 16])
 def test_tiles_of_other_sides_match_the_reference(tile: int) -> None:
+    """Grids of more than one tile each way (16: the GPU's tile side)."""
     layout = GridMixLayout(num_heads=2, qk_head_dim=3, v_head_dim=4, mode="P")
-    z = _projection(layout, 11, 9, seed=3)
+    z = _projection(layout, 2 * tile + 5, tile + 3, seed=3)
     ref = grid_mix_reference(z, layout, method="recurrent")
     assert_close_rel(grid_mix_tiles(z, layout, tile), ref, 1e-10, f"tile {tile}")
 
