@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench.grid_parallel_variants import time_ms
 from plstm_core.ops.grid_mix import GridMixLayout, grid_mix_reference
 from plstm_core.ops.grid_mix_tiles import grid_mix_tiles
 from plstm_core.ops.grid_mix_triton import grid_mix_fused, grid_mix_supported
@@ -27,21 +27,6 @@ from plstm_core.ops.grid_mix_triton import grid_mix_fused, grid_mix_supported
 TILES = (4, 8, 16, 32)
 CASES = ((16, 14, 14), (16, 32, 32), (4, 64, 64), (1, 128, 128), (4, 128, 128))
 """(batch, X, Y): 224 px, 512 px, 1024 px and 2048 px at patch 16."""
-
-
-def time_ms(fn: Callable[[], object], reps: int = 10, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def peak_gib(fn: Callable[[], object]) -> float:
@@ -84,7 +69,7 @@ def forms(layout: GridMixLayout, z: torch.Tensor) -> dict[str, Callable[[torch.T
 
 def measure(label: str, run: Callable[[], object]) -> dict:
     try:
-        return {f"{label} ms": time_ms(run), f"{label} peak GiB": peak_gib(run)}
+        return {f"{label} ms": time_ms(run, reps=10, warmup=2), f"{label} peak GiB": peak_gib(run)}
     except torch.OutOfMemoryError:
         return {f"{label} ms": "out of memory"}
     finally:
