@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from app.settings import get_settings
-from models.graph import GIN, PLSTMGraph
+from models.capabilities import use_method
 from models.molecule_features import MolGraph, batch_graphs
 from models.onnx_runtime import run_graph_session, run_image_session
-from models.vision import PLSTMVision, ViT
 
 if TYPE_CHECKING:
     from app.repository import ModelEntry
@@ -44,19 +43,12 @@ PATHS = ("parallel", "recurrent", "chunkwise", "onnx", "auto")
 
 
 def model_paths(entry: ModelEntry) -> tuple[str, ...]:
-    """The explicit paths ``entry`` can run (``onnx`` only with a session)."""
-    model = entry.model
-    if isinstance(model, PLSTMVision):
-        paths: tuple[str, ...] = ("parallel", "recurrent", "chunkwise")
-    elif isinstance(model, PLSTMGraph):
-        paths = ("parallel", "recurrent")
-    elif isinstance(model, ViT | GIN):
-        paths = ("parallel",)
-    else:
+    """The explicit paths ``entry`` can run: the inference methods its model class declares
+    (:mod:`models.capabilities`), and ``onnx`` with a session."""
+    capabilities = entry.capabilities
+    if capabilities is None:
         raise ValueError(f"model {entry.name!r}: no inference backend for {entry.architecture!r}")
-    if entry.onnx_session is not None:
-        paths += ("onnx",)
-    return paths
+    return capabilities.methods + (("onnx",) if entry.onnx_session is not None else ())
 
 
 class ImageTokens(int):
@@ -168,8 +160,7 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
         with entry.lock:
             return run_image_session(entry.onnx_session, images)
     with entry.lock, torch.inference_mode():
-        if isinstance(model, PLSTMVision):
-            model.set_method(path)
+        use_method(model, path)
         x = images.to(entry.device, dtype=_model_dtype(model))
         if entry.graphs is not None and path == "parallel":
             return entry.graphs(model, x, int(tokens), key=path).float().cpu()
@@ -202,8 +193,7 @@ def run_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torc
     if path == "onnx":
         return _run_onnx_graphs(entry, x, edge_index, edge_attr, batch, len(graphs))
     with entry.lock, torch.inference_mode():
-        if isinstance(model, PLSTMGraph):
-            model.set_method(path)
+        use_method(model, path)
         dtype = _model_dtype(model)
         out = model(
             x.to(entry.device, dtype=dtype),
@@ -224,7 +214,7 @@ def _run_onnx_graphs(
     num_graphs: int,
 ) -> torch.Tensor:
     model = entry.model
-    if not isinstance(model, PLSTMGraph) or not isinstance(entry.onnx_export, dict):
+    if entry.kind != "graph" or not isinstance(entry.onnx_export, dict):
         raise ValueError(f"model {entry.name!r} has no graph ONNX export")
     with entry.lock:
         return run_graph_session(

@@ -45,6 +45,7 @@ import torch
 
 from app import backends
 from app.cost_formulas import (
+    FAMILIES,
     Architecture,
     GraphBatch,
     ImageBatch,
@@ -53,9 +54,8 @@ from app.cost_formulas import (
     grid_forms_on,
 )
 from app.cost_profile import CostProfile, fit_coefficients
-from models.graph import GIN, PLSTMGraph
+from models.capabilities import capabilities_of
 from models.molecule_features import MolGraph
-from models.vision import PLSTMVision, ViT
 
 if TYPE_CHECKING:
     from app.repository import ModelEntry
@@ -84,16 +84,12 @@ GRAPH_NODES = 6
 
 
 def model_family(model: torch.nn.Module | None) -> str | None:
-    """The :data:`app.cost_formulas.FAMILIES` entry of ``model``'s class; None if unknown."""
-    for cls, family in (
-        (PLSTMVision, "plstm_vision"),
-        (ViT, "vit"),
-        (PLSTMGraph, "plstm_graph"),
-        (GIN, "gin"),
-    ):
-        if isinstance(model, cls):
-            return family
-    return None
+    """The :data:`app.cost_formulas.FAMILIES` entry ``model``'s class declares
+    (:mod:`models.capabilities`); None if it declares none or one without formulas."""
+    capabilities = capabilities_of(model)
+    if capabilities is None or capabilities.family not in FAMILIES:
+        return None
+    return capabilities.family
 
 
 def available_memory() -> int:

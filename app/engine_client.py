@@ -300,7 +300,7 @@ def _entries(metas: list[dict[str, Any]]) -> list[ModelEntry]:
         try:
             entry = entry_from_meta(meta)
         except (TypeError, ValueError, RuntimeError) as exc:
-            entry = entry_from_meta({**meta, "loaded": False})
+            entry = entry_from_meta({**meta, "cost": None})
             entry.mark_unavailable(LOAD_FAILED, f"cannot describe the model: {exc}")
         entries.append(entry)
     return entries

@@ -4,9 +4,9 @@ The engine sends every :class:`app.repository.ModelEntry` as JSON metadata (:fun
 when a worker connects; the worker rebuilds entries (:func:`entry_from_meta`) that the routes
 read exactly as inline ones: state, reason, config, labels, specs, metrics, ONNX status, the
 inference paths and the cost profile (so a worker checks cost limits and picks ``path=auto``
-before it forwards a request). For :func:`app.backends.model_paths` the entry's ``model`` is a
-stand-in of the same class built on the ``meta`` device (no weights, no memory) and
-``onnx_session`` a marker; neither is ever run in the worker.
+before it forwards a request). The entry has no model (what the architecture can do is declared
+by its class, :mod:`models.capabilities`) and its ``onnx_session`` is a marker that is never run
+in the worker.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from app.cost_profile import CostProfile
 from app.repository import ModelEntry, ModelRepository
-from models.registry import create_model
 
 
 class RemoteSession:
@@ -43,19 +41,12 @@ def entry_meta(entry: ModelEntry, serving: bool) -> dict[str, Any]:
         "metrics": entry.metrics,
         "weights_sha256": entry.weights_sha256,
         "device": str(entry.device),
-        "loaded": entry.model is not None,
         "onnx": entry.onnx_session is not None,
         "onnx_export": entry.onnx_export,
         "onnx_error": entry.onnx_error,
         "cost": entry.cost.to_meta() if entry.cost is not None else None,
         "serving": serving,
     }
-
-
-def stand_in_model(architecture: str, config: dict[str, Any]) -> nn.Module:
-    """The architecture's module built on the meta device: right class, no storage."""
-    with torch.device("meta"):
-        return create_model(architecture, **config)
 
 
 def entry_from_meta(meta: dict[str, Any]) -> ModelEntry:
@@ -79,8 +70,6 @@ def entry_from_meta(meta: dict[str, Any]) -> ModelEntry:
         onnx_error=meta["onnx_error"],
         cost=CostProfile.from_meta(meta["cost"]) if meta.get("cost") else None,
     )
-    if meta["loaded"] and entry.architecture is not None:
-        entry.model = stand_in_model(entry.architecture, entry.config)
     return entry
 
 

@@ -28,9 +28,8 @@ from app.engine_protocol import EXPLAIN, RESULT, Message, encode, graph_tensors,
 from app.images import WHITE
 from app.inference import InferenceFailed, ModelRuntime
 from models.attribution import Attribution, graph_node_contributions, image_patch_contributions
-from models.graph import PLSTMGraph
+from models.capabilities import use_method
 from models.molecule_features import MolGraph, batch_graphs
-from models.vision import PLSTMVision
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,7 @@ class Explainer:
         dtype = next(model.parameters()).dtype
         targets = None if request.target is None else torch.tensor([request.target])
         with entry.lock:
-            if isinstance(model, PLSTMVision | PLSTMGraph):
-                model.set_method(request.path)
+            use_method(model, request.path)
             if isinstance(request.input, torch.Tensor):
                 assert self.baseline is not None and self.spec is not None
                 return image_patch_contributions(

@@ -55,17 +55,16 @@ from app.model_state import (
     ModelUnavailable,
 )
 from models import checkpoint as ckpt
+from models.capabilities import ModelCapabilities
 from models.checkpoint import (
     CONFIG_FILE,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_metadata,
 )
-from models.graph import GIN, PLSTMGraph
 from models.molecule_features import MolGraph
 from models.onnx_export import DEFAULT_MAX_GRAPH_NODES
 from models.registry import model_entry
-from models.vision import PLSTMVision, ViT
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +132,15 @@ class ModelEntry:
     """Held while the model runs: switching the pLSTM method is not thread-safe."""
 
     @property
+    def capabilities(self) -> ModelCapabilities | None:
+        """What the architecture declares (:mod:`models.capabilities`); None when unknown."""
+        return architecture_capabilities(self.architecture)
+
+    @property
     def kind(self) -> str | None:
         """``"image"`` or ``"graph"`` from the architecture; None when it is unknown."""
-        return architecture_kind(self.architecture)
+        capabilities = self.capabilities
+        return None if capabilities is None else capabilities.kind
 
     @property
     def ready(self) -> bool:
@@ -168,19 +173,15 @@ class ModelEntry:
         }
 
 
-def architecture_kind(architecture: str | None) -> str | None:
-    """``"image"`` for vision models, ``"graph"`` for graph models, else None."""
+def architecture_capabilities(architecture: str | None) -> ModelCapabilities | None:
+    """What the registered ``architecture`` declares it can do; None when it is unknown or
+    declares nothing (it cannot be served)."""
     if architecture is None:
         return None
     try:
-        cls = model_entry(architecture).model_class
+        return model_entry(architecture).capabilities
     except ValueError:
         return None
-    if cls is not None and issubclass(cls, PLSTMVision | ViT):
-        return "image"
-    if cls is not None and issubclass(cls, PLSTMGraph | GIN):
-        return "graph"
-    return None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

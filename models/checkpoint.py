@@ -320,9 +320,7 @@ def load_checkpoint(
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(
-            f"{weights}: unreadable safetensors file ({exc})", CORRUPT
-        ) from None
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})", CORRUPT) from None
 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.capabilities import ModelCapabilities
 from plstm_core.layers.dag_layer import DAG_METHODS, DagLayerPlan, PLSTMDAGLayer
 
 TASKS = ("classification", "regression")
@@ -183,6 +184,8 @@ class PLSTMGraph(_GraphModel):
     ``method``: ``"parallel"`` or ``"recurrent"`` for every pLSTM layer (see :meth:`set_method`).
     """
 
+    capabilities = ModelCapabilities("graph", ("parallel", "recurrent"), "plstm_graph", onnx=True)
+
     def __init__(
         self,
         num_node_features: int,
@@ -271,6 +274,8 @@ class GIN(_GraphModel):
     Messages: ``m_j = h_j``, or with edge features (``num_edge_features > 0``) the GINE form
     ``m_j = ReLU(h_j + Linear(edge_attr))`` with one edge Linear per layer.
     """
+
+    capabilities = ModelCapabilities("graph", ("parallel",), "gin", onnx=False)
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.capabilities import capabilities_of
 from models.checkpoint import file_sha256, load_checkpoint
 from models.graph import PLSTMGraph
 from models.onnx_graph import (
@@ -52,7 +53,6 @@ from models.onnx_graph import (
     squarings_for,
 )
 from models.onnx_symbolics import MIN_OPSET, register_symbolics
-from models.vision import PLSTMVision, ViT
 
 ONNX_FILE = "model.onnx"
 EXPORT_FORMAT = 1
@@ -89,12 +89,12 @@ def sidecar_path(onnx_path: str | os.PathLike) -> Path:
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"image"`` or ``"graph"``; ValueError for a network the exporter does not handle."""
-    if isinstance(model, PLSTMVision | ViT):
-        return "image"
-    if isinstance(model, PLSTMGraph):
-        return "graph"
-    raise ValueError(f"ONNX export is not implemented for {type(model).__name__}")
+    """``"image"`` or ``"graph"`` (:mod:`models.capabilities`); ValueError for a network the
+    exporter does not handle."""
+    capabilities = capabilities_of(model)
+    if capabilities is None or not capabilities.onnx:
+        raise ValueError(f"ONNX export is not implemented for {type(model).__name__}")
+    return capabilities.kind
 
 
 def native_image_size(input_spec: Any, config: dict[str, Any]) -> tuple[int, int]:
@@ -115,11 +115,19 @@ def _check_opset(opset: int) -> None:
 def _cpu_copy(model: nn.Module) -> nn.Module:
     """A float32 CPU copy in eval mode on the form that is exported."""
     copied = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    if isinstance(copied, PLSTMVision):
-        copied.set_method(IMAGE_METHOD)
-    elif isinstance(copied, PLSTMGraph):
-        copied.set_method("parallel")
+    method = _exported_method(copied)
+    if method is not None:
+        copied.set_method(method)  # type: ignore[operator]
     return copied
+
+
+def _exported_method(model: nn.Module) -> str | None:
+    """The method an export traces for a model with several: the summed-gating form for
+    images (:data:`IMAGE_METHOD`), the parallel form for graphs; None for a single one."""
+    capabilities = capabilities_of(model)
+    if capabilities is None or len(capabilities.methods) == 1:
+        return None
+    return IMAGE_METHOD if capabilities.kind == "image" else "parallel"
 
 
 def example_graph_batch(
@@ -161,7 +169,7 @@ def _image_trace(model: nn.Module, input_spec: Any) -> _Trace:
         with torch.inference_mode():
             checks.append(({IMAGE_INPUT: images}, model(images)))
     info: dict[str, Any] = {"image_size": [height, width], "channels": chans}
-    if isinstance(model, PLSTMVision):
+    if _exported_method(model) is not None:
         info["method"] = IMAGE_METHOD
     return _Trace(
         module=model,
@@ -288,8 +296,8 @@ def export_model(
             f"reduction, for the P-mode softmax), got {opset}"
         )
     copied = _cpu_copy(model)
-    if isinstance(copied, PLSTMGraph):
-        trace = _graph_trace(copied, max_graph_nodes)
+    if kind == "graph":
+        trace = _graph_trace(copied, max_graph_nodes)  # type: ignore[arg-type]
     else:
         trace = _image_trace(copied, input_spec)
     path = Path(path)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.capabilities import use_method
 from models.checkpoint import load_checkpoint
 from models.graph import PLSTMGraph
 from models.molecule_features import (
@@ -259,7 +260,6 @@ def check_onnx_agreement(
     if model_kind(model) == "image":
         size, chans = info["image_size"], int(info["channels"])
         return image_agreement(session, model, size, chans, (1, 4), seed)
-    assert isinstance(model, PLSTMGraph)
-    model.set_method("parallel")
+    use_method(model, "parallel")
     batches = random_graph_batches(model, num_batches, seed)
     return graph_agreement(session, model, batches, int(info["squarings"]))

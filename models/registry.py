@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from models.capabilities import ModelCapabilities, capabilities_of
 from models.gin_xu import GINXu
 from models.graph import GIN, PLSTMGraph
 from models.vision import PLSTMVision, ViT
@@ -34,6 +35,11 @@ class ModelEntry:
     def model_class(self) -> type[nn.Module] | None:
         """The class the builder creates when the builder is a class, else None."""
         return self.builder if isinstance(self.builder, type) else None
+
+    @property
+    def capabilities(self) -> ModelCapabilities | None:
+        """What the model class declares it can do (None: not servable, or not a class)."""
+        return capabilities_of(self.model_class) if self.model_class is not None else None
 
 
 def _check_arguments(entry: ModelEntry, kwargs: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from models.backbone import AttentionMixer, IsotropicVisionModel
+from models.capabilities import ModelCapabilities
 from plstm_core.layers import PLSTMGridLayer
 from plstm_core.layers.grid_layer import GRID_METHODS
 
@@ -48,6 +49,10 @@ class PLSTMVision(IsotropicVisionModel):
     ONNX) feed the raw [0, 1] image. ``stem`` "patch" is the paper's linear patch projection,
     "conv" a small convolutional stem (:class:`models.backbone.ConvStem`).
     """
+
+    capabilities = ModelCapabilities(
+        "image", ("parallel", "recurrent", "chunkwise"), "plstm_vision", onnx=True
+    )
 
     def __init__(
         self,
@@ -142,6 +147,8 @@ class ViT(IsotropicVisionModel):
     The position embedding is resized bicubically to other resolutions like PLSTMVision's;
     ``input_mean`` / ``input_std`` and ``stem`` as there.
     """
+
+    capabilities = ModelCapabilities("image", ("parallel",), "vit", onnx=True)
 
     def __init__(
         self,

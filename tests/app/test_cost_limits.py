@@ -19,7 +19,6 @@ from PIL import Image
 from app.cost_formulas import Architecture, GraphBatch, ImageBatch
 from app.cost_limits import CostLimitExceeded, check_tokens, choose_path
 from app.cost_profile import CostProfile
-from app.engine_entries import stand_in_model
 from app.main import create_app
 from app.repository import READY, ModelEntry
 from app.settings import Settings
@@ -34,7 +33,7 @@ PATHS = ("parallel", "recurrent", "chunkwise")
 def _arrow_entry(
     coefficients: dict[str, dict[str, float]] | None = None, budget: float = 2 * GIB
 ) -> ModelEntry:
-    """The shipped arrow model's entry (a weightless stand-in) with a fixed cost profile."""
+    """The shipped arrow model's entry (without its weights) with a fixed cost profile."""
     meta = json.loads((ARROW / "config.json").read_text())
     config = meta["config"]
     entry = ModelEntry(
@@ -44,7 +43,6 @@ def _arrow_entry(
         state=READY,
         architecture=meta["architecture"],
         config=config,
-        model=stand_in_model(meta["architecture"], config),
     )
     entry.cost = CostProfile(
         arch=Architecture.from_config("plstm_vision", config),

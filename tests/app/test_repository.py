@@ -136,7 +136,7 @@ def test_unavailable_reason_class(
 
 
 def test_unsupported_architecture(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.repository.architecture_kind", lambda architecture: None)
+    monkeypatch.setattr("app.repository.architecture_capabilities", lambda architecture: None)
     repository = ModelRepository(repo_root, warmup=False)
     repository.load_all()
     entry = repository.get("vit", 1)
