@@ -55,6 +55,7 @@ from app.cost_formulas import (
 )
 from app.cost_profile import CostProfile, fit_coefficients
 from models.capabilities import capabilities_of
+from models.input_spec import native_image_size
 from models.molecule_features import MolGraph
 
 if TYPE_CHECKING:
@@ -124,9 +125,8 @@ def _image_grid(entry: ModelEntry, path: str) -> tuple[int, int]:
         size = backends.onnx_image_size(entry)
         if size is not None:
             return size[0] // patch, size[1] // patch
-    spec = entry.input_spec if isinstance(entry.input_spec, dict) else {}
-    img = int(entry.config.get("img_size", patch))
-    return int(spec.get("height", img)) // patch, int(spec.get("width", img)) // patch
+    height, width = native_image_size(entry.input_spec, entry.config)
+    return height // patch, width // patch
 
 
 @dataclass(frozen=True)

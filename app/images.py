@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from models.input_spec import native_image_size
+
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 CONTENT_TYPES = {
     "image/png": "PNG",
@@ -154,13 +156,11 @@ class ImageSpec:
         conf = dict(config or {})
         if spec.get("kind", "image") != "image":
             raise ValueError(f"input kind is {spec.get('kind')!r}, not an image model")
+        height, width = native_image_size(spec, conf)
         patch = spec.get("patch_size", conf.get("patch_size"))
-        height = spec.get("height", conf.get("img_size"))
-        width = spec.get("width", conf.get("img_size"))
+        if patch is None:
+            raise ValueError("checkpoint records no image patch_size (input spec or config)")
         channels = spec.get("channels", conf.get("in_chans", 3))
-        for key, value in (("height", height), ("width", width), ("patch_size", patch)):
-            if value is None:
-                raise ValueError(f"checkpoint records no image {key} (input spec or config)")
         color = prep.get("color", "rgb")
         if color not in ("grayscale", "rgb"):
             raise ValueError(f"preprocessing color must be 'grayscale' or 'rgb', got {color!r}")

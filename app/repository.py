@@ -62,6 +62,7 @@ from models.checkpoint import (
     load_checkpoint,
     read_checkpoint_metadata,
 )
+from models.input_spec import native_image_size
 from models.molecule_features import MolGraph
 from models.onnx_export import DEFAULT_MAX_GRAPH_NODES
 from models.registry import model_entry
@@ -237,10 +238,7 @@ def _failing_as(reason: str) -> Iterator[None]:
 
 
 def _warmup_image(entry: ModelEntry) -> torch.Tensor:
-    spec = entry.input_spec if isinstance(entry.input_spec, dict) else {}
-    size = entry.config.get("img_size", 32)
-    height = int(spec.get("height", size))
-    width = int(spec.get("width", size))
+    height, width = native_image_size(entry.input_spec, entry.config)
     chans = int(entry.config.get("in_chans", 3))
     gen = torch.Generator().manual_seed(0)
     return torch.rand(1, chans, height, width, generator=gen)

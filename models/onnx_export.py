@@ -44,6 +44,7 @@ from torch import nn
 from models.capabilities import capabilities_of
 from models.checkpoint import file_sha256, load_checkpoint
 from models.graph import PLSTMGraph
+from models.input_spec import native_image_size
 from models.onnx_graph import (
     GRAPH_INPUTS,
     GRAPH_OUTPUT,
@@ -95,16 +96,6 @@ def model_kind(model: nn.Module) -> str:
     if capabilities is None or not capabilities.onnx:
         raise ValueError(f"ONNX export is not implemented for {type(model).__name__}")
     return capabilities.kind
-
-
-def native_image_size(input_spec: Any, config: dict[str, Any]) -> tuple[int, int]:
-    """(H, W) the checkpoint was trained at: its input spec's height / width, else img_size."""
-    spec = input_spec if isinstance(input_spec, dict) else {}
-    size = config.get("img_size")
-    height, width = spec.get("height", size), spec.get("width", size)
-    if not isinstance(height, int) or not isinstance(width, int):
-        raise ValueError(f"no native image size in the input spec {input_spec!r} or config")
-    return height, width
 
 
 def _check_opset(opset: int) -> None:

@@ -97,7 +97,7 @@ def image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
     return ImageBatch(1, height // patch, width // patch)
 
 
-def native_image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
+def padded_image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
     """An image of ``height`` × ``width`` pixels padded to the patch grid (``resize=native``)."""
     patch = int(entry.config["patch_size"])
     return ImageBatch(1, -(-height // patch), -(-width // patch))

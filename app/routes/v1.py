@@ -38,7 +38,7 @@ from app.routes import (
     finite_outputs,
     image_size,
     inflight,
-    native_image_size,
+    padded_image_size,
 )
 from app.routes.decoded_body import DecodedBodyRoute
 from app.schemas import (
@@ -242,7 +242,7 @@ async def classify(
         data, content_type = await _read_image(request, settings.max_body_bytes)
         if resize == "native" and (header := header_size(data)) is not None:
             # too many patches: refused before the pixels are decoded
-            grid = native_image_size(entry, height=header[1], width=header[0])
+            grid = padded_image_size(entry, height=header[1], width=header[0])
             check_tokens(grid, settings.max_tokens, "resize=model")
         load = partial(
             load_image,

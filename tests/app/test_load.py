@@ -31,6 +31,7 @@ import pytest
 from tests.app.http_load import Request, closed_loop, open_loop, percentile
 from tests.app.model_repo import blank_png, make_repository, png_bytes
 
+pytestmark = pytest.mark.serial  # alone: the capacity must not change halfway through
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 DEADLINE_S = 5.0
