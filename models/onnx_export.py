@@ -1,7 +1,7 @@
 """Export a checkpoint's network to ONNX, written next to its weights, and keep it fresh.
 
 ``export_checkpoint(dir)`` writes ``<dir>/model.onnx`` and the sidecar ``model.onnx.json``
-(:func:`sidecar_path`), which records the sha256 of the weights it was exported from, the
+(:mod:`models.onnx_files`), which records the sha256 of the weights it was exported from, the
 sha256 of the ONNX file itself and how it was exported. :func:`stale_reason` compares them
 with a checkpoint, so :func:`ensure_export` re-exports after the weights change (or after the
 ONNX file was modified) and reuses a fresh export otherwise.
@@ -45,6 +45,8 @@ from models.capabilities import capabilities_of
 from models.checkpoint import file_sha256, load_checkpoint
 from models.graph import PLSTMGraph
 from models.input_spec import native_image_size
+from models.molecule_features import batch_graphs
+from models.onnx_files import ONNX_FILE, read_sidecar, sidecar_path
 from models.onnx_graph import (
     GRAPH_INPUTS,
     GRAPH_OUTPUT,
@@ -53,9 +55,9 @@ from models.onnx_graph import (
     graph_feeds,
     squarings_for,
 )
+from models.onnx_runtime import create_session, max_abs_difference, random_dag_graph
 from models.onnx_symbolics import MIN_OPSET, register_symbolics
 
-ONNX_FILE = "model.onnx"
 EXPORT_FORMAT = 1
 """Version of the exported inputs / outputs and sidecar; exports of another version are stale."""
 DEFAULT_OPSET = 18
@@ -81,12 +83,6 @@ class OnnxExport:
     @property
     def kind(self) -> str:
         return str(self.info["kind"])
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """The JSON sidecar of an ONNX file: ``<file>.json`` (``model.onnx.json``)."""
-    path = Path(onnx_path)
-    return path.with_name(path.name + ".json")
 
 
 def model_kind(model: nn.Module) -> str:
@@ -176,9 +172,6 @@ def _image_trace(model: nn.Module, input_spec: Any) -> _Trace:
 def _graph_trace(model: PLSTMGraph, max_graph_nodes: int) -> _Trace:
     """A graph model on index feeds (traced on :func:`example_graph_batch`, checked on it and
     on random DAGs of other sizes)."""
-    from models.molecule_features import batch_graphs
-    from models.onnx_runtime import random_dag_graph
-
     squarings = squarings_for(max_graph_nodes)
     rng = np.random.default_rng(0)
     features = (model.num_node_features, max(model.num_edge_features, 1))
@@ -242,8 +235,6 @@ def _export_and_check(trace: _Trace, path: Path, opset: int, architecture: str) 
     """Export to ``path``, validate it with ``onnx.checker`` and run the checks in ONNX
     Runtime; the max abs difference, or ValueError."""
     import onnx
-
-    from models.onnx_runtime import create_session, max_abs_difference
 
     try:
         _torch_export(trace, path, opset)
@@ -333,15 +324,6 @@ def export_checkpoint(
         opset=opset,
         max_graph_nodes=max_graph_nodes,
     )
-
-
-def read_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The sidecar of an ONNX file, or None when it is missing or unreadable."""
-    try:
-        info = json.loads(sidecar_path(onnx_path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def stale_reason(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.capabilities import use_method
+from models.capabilities import capabilities_of, use_method
 from models.checkpoint import load_checkpoint
 from models.graph import PLSTMGraph
 from models.molecule_features import (
@@ -30,6 +30,7 @@ from models.molecule_features import (
     batch_graphs,
     featurize_smiles,
 )
+from models.onnx_files import ONNX_FILE, read_sidecar
 from models.onnx_graph import graph_feeds
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -249,15 +250,13 @@ def check_onnx_agreement(
     on random inputs: image models on batches of 1 and 4 random images at the exported size,
     graph models on ``num_batches`` batches of random molecules and DAGs of varying sizes.
     ``providers`` default to the CPU (``None``: :func:`session_providers`)."""
-    from models.onnx_export import ONNX_FILE, model_kind, read_sidecar
-
     path = Path(checkpoint_dir) / ONNX_FILE if onnx_path is None else Path(onnx_path)
     info = read_sidecar(path)
     if info is None:
         raise ValueError(f"{path}: no ONNX export with a sidecar (run `plstm export-onnx`)")
     model = load_checkpoint(checkpoint_dir, device="cpu").model
     session = create_session(path, providers)
-    if model_kind(model) == "image":
+    if capabilities_of(model).kind == "image":  # type: ignore[union-attr]
         size, chans = info["image_size"], int(info["channels"])
         return image_agreement(session, model, size, chans, (1, 4), seed)
     use_method(model, "parallel")

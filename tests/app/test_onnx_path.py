@@ -19,7 +19,7 @@ from app.main import create_app
 from app.repository import READY, ModelRepository, attach_onnx
 from app.settings import Settings
 from models.molecule_features import featurize_smiles
-from models.onnx_export import ONNX_FILE, read_sidecar
+from models.onnx_files import ONNX_FILE, read_sidecar
 from tests.app.model_repo import IMG, make_repository, png_bytes
 
 SMILES = ["CCO", "C", "[Na+].[Cl-]", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "c1ccccc1O"]

@@ -22,15 +22,13 @@ from models.molecule_features import (
     featurize_smiles,
 )
 from models.onnx_export import (
-    ONNX_FILE,
     OnnxExport,
     ensure_export,
     export_checkpoint,
     export_model,
-    read_sidecar,
-    sidecar_path,
     stale_reason,
 )
+from models.onnx_files import ONNX_FILE, read_sidecar, sidecar_path
 from models.onnx_graph import PAD_GRAPH_NODES, graph_feeds, squarings_for
 from models.onnx_runtime import (
     check_onnx_agreement,
