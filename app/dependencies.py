@@ -35,7 +35,7 @@ async def get_runtimes(
 ) -> dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime]:
     """READY model versions by (name, version); empty before start-up finished (in process
     mode: :class:`app.engine_client.RemoteRuntimes`)."""
-    return request.app.state.runtimes
+    return request.app.state.server.runtimes
 
 
 async def get_engine(request: Request) -> EngineClient | None:

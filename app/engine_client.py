@@ -45,6 +45,7 @@ from app.images import ImageSpec
 from app.inference import Outcome
 from app.model_state import INPUT_SPEC_INVALID, LOAD_FAILED
 from app.repository import ModelEntry
+from app.server_state import ServerState
 from models.molecule_features import MolGraph
 
 logger = logging.getLogger(__name__)
@@ -331,9 +332,10 @@ async def _install(app: FastAPI, hello: dict[str, Any]) -> None:
         runtimes[(entry.name, entry.version)] = RemoteRuntime(
             entry, spec, app.state.engine, timeout
         )
-    app.state.runtimes.clear()
-    app.state.runtimes.update(runtimes)
-    app.state.ready = True
+    server: ServerState = app.state.server
+    server.runtimes.clear()
+    server.runtimes.update(runtimes)
+    server.ready = True
     logger.info(
         "ready: %d model version(s) serving through the inference engine (pid %s)",
         len(runtimes),
@@ -351,14 +353,14 @@ async def engine_lifespan(app: FastAPI) -> AsyncIterator[None]:
     client: EngineClient = app.state.engine
     client.start(lambda hello: _install(app, hello))
     logger.info("waiting for the inference engine at %s", client.path)
-    while not app.state.ready and client.engine_alive():
+    server: ServerState = app.state.server
+    while not server.ready and client.engine_alive():
         await asyncio.sleep(STARTUP_POLL_S)
     try:
         yield
     finally:
-        app.state.ready = False
-        app.state.draining = True
-        runtimes = list(app.state.runtimes.values())
+        server.stop()
+        runtimes = list(server.runtimes.values())
         logger.info("shutting down: waiting for %d model version(s)' requests", len(runtimes))
         await asyncio.gather(*(r.drain() for r in runtimes))
         await client.close()

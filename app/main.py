@@ -44,6 +44,7 @@ from app.openapi import install_openapi
 from app.repository import ModelRepository
 from app.routes import explain, ops, v1, v2, web
 from app.security_headers import SecurityHeadersMiddleware
+from app.server_state import ServerState
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,14 @@ async def inline_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if entry.ready and entry.architecture is not None:
             metrics.set_model_info(entry.name, entry.version, entry.architecture, entry.metrics)
     runtimes = build_runtimes(repository, settings, metrics)
-    app.state.runtimes = runtimes
-    app.state.ready = True
+    server: ServerState = app.state.server
+    server.runtimes = runtimes
+    server.ready = True
     logger.info("ready: %d model version(s) serving", len(runtimes), extra={"ready": True})
     try:
         yield
     finally:
-        app.state.ready = False
-        app.state.draining = True
+        server.stop()
         logger.info("shutting down: draining %d batcher(s)", len(runtimes))
         await asyncio.gather(*(r.batcher.drain() for r in runtimes.values()))
         await app.state.explainers.drain()
@@ -155,14 +156,12 @@ def create_app(
     if engine_socket is None:
         app.state.engine = None
         app.state.repository = build_repository(settings)
-        app.state.runtimes = {}
+        app.state.server = ServerState()
     else:
         app.state.engine = EngineClient(engine_socket, engine_pid)
         app.state.repository = RemoteRepository(settings.model_repository)
-        app.state.runtimes = RemoteRuntimes(app.state.engine)
+        app.state.server = ServerState(RemoteRuntimes(app.state.engine))
     app.state.explainers = Explainers()
-    app.state.ready = False
-    app.state.draining = False
     app.state.drain_on_signals = drain_on_signals
     app.state.http_drain = Drain()
     install_error_handlers(app)

@@ -18,6 +18,7 @@ from app.errors import ApiError, unavailable
 from app.inference import ModelRuntime
 from app.metrics import Metrics
 from app.repository import MODEL_NAME, ModelEntry, ModelRepository
+from app.server_state import STARTING, ServerState
 from app.settings import Settings
 
 MAX_VERSION = 2**31 - 1
@@ -40,8 +41,8 @@ def find_entry(request: Request, name: str, version: int | None = None) -> Model
     model or version, ModelUnavailable (503) for a model without versions, 503 with
     Retry-After while the models are still loading."""
     repository: ModelRepository = request.app.state.repository
-    if not request.app.state.ready and not repository.names():
-        raise unavailable("the server is starting: models are still loading")
+    if not request.app.state.server.ready and not repository.names():
+        raise unavailable(STARTING)
     return repository.get(name, version)
 
 
@@ -58,12 +59,12 @@ def find_runtime(request: Request, name: str, version: int | None = None) -> Mod
     """The runtime answering ``name`` / ``version``: 404 for an unknown model or version, 503
     while the server starts or drains (with Retry-After), or when that version cannot serve
     (without)."""
-    if request.app.state.draining:
-        raise unavailable("the server is shutting down")
-    if not request.app.state.ready:
-        raise unavailable("the server is starting: models are still loading")
+    server: ServerState = request.app.state.server
+    refusal = server.refusal()
+    if refusal is not None:
+        raise unavailable(refusal)
     entry = find_ready_entry(request, name, version)
-    runtime = request.app.state.runtimes.get((entry.name, entry.version))
+    runtime = server.runtimes.get((entry.name, entry.version))
     if runtime is None:  # an engine that is (re)connecting has not sent it yet
         raise unavailable(f"model {name!r} version {entry.version} is not ready yet")
     return runtime

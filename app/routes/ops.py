@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from app.dependencies import EngineDep, MetricsDep, RepositoryDep
 from app.openapi import error_responses
 from app.schemas import EngineState, Health, VersionState
+from app.server_state import ServerState
 
 router = APIRouter(tags=["ops"])
 
@@ -46,7 +47,7 @@ async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
     responses=error_responses(431, 503),
 )
 async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep) -> Health:
-    state = request.app.state
+    server: ServerState = request.app.state.server
     models = {
         f"{e.name}/{e.version}": VersionState(state=e.state, reason=e.reason)  # type: ignore[arg-type]
         for e in repository.entries()
@@ -59,8 +60,8 @@ async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep
     )
     return Health(
         status="ok",
-        ready=bool(state.ready and not state.draining and state.runtimes),
-        draining=bool(state.draining),
+        ready=server.serving,
+        draining=server.draining,
         engine="inline" if engine is None else EngineState(connected=engine.connected),
         models=dict(sorted(models.items())),
     )

@@ -58,6 +58,7 @@ from app.schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from app.server_state import ServerState
 from app.settings import Settings
 
 PLATFORM = "pytorch"
@@ -157,13 +158,11 @@ async def live() -> Liveness:
     responses=error_responses(503),
 )
 async def ready(request: Request) -> Readiness | JSONResponse:
-    state = request.app.state
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
-    if state.draining:
-        return error_response(503, "the server is shutting down", retry)
-    if not state.ready:
-        return error_response(503, "the server is starting: models are still loading", retry)
-    if not state.runtimes:
+    server: ServerState = request.app.state.server
+    refusal = server.refusal()
+    if refusal is not None:
+        return error_response(503, refusal, {"Retry-After": str(RETRY_AFTER_S)})
+    if not server.runtimes:
         return error_response(503, "no model is ready")
     return Readiness(ready=True)
 
@@ -251,8 +250,7 @@ def _ready(request: Request, name: str, version: str | None) -> Any:
     if not entry.ready:
         body = ModelReady(name=name, ready=False, reason=entry.reason)  # type: ignore[arg-type]
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
-    state = request.app.state
-    ok = bool(state.ready and not state.draining and (entry.name, entry.version) in state.runtimes)
+    ok = request.app.state.server.serves(entry.name, entry.version)
     body = ModelReady(name=name, ready=ok).model_dump(exclude_none=True)
     retry = {"Retry-After": str(RETRY_AFTER_S)}
     return body if ok else JSONResponse(body, status_code=503, headers=retry)

@@ -236,7 +236,7 @@ def test_predict_errors(client: TestClient) -> None:
 
 
 def test_a_bad_item_fails_alone(client: TestClient) -> None:
-    runtime = client.app.state.runtimes[("mol", 1)]
+    runtime = client.app.state.server.runtimes[("mol", 1)]
     good = [featurize_smiles("CCO"), featurize_smiles("CCN")]
     wrong = featurize_smiles("CO")
     wrong = type(wrong)(wrong.x[:, :3], wrong.edge_index, wrong.edge_attr)

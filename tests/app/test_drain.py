@@ -94,7 +94,7 @@ def test_drain_refuses_new_requests_while_one_runs(repo: Path) -> None:
 
     async def main() -> None:
         async with started_app(app) as (client, _):
-            gate = Gate(app.state.runtimes[("vis", 1)].entry.model)
+            gate = Gate(app.state.server.runtimes[("vis", 1)].entry.model)
             running = asyncio.create_task(_classify(client, 1))
             await gate.wait_entered()
             app.state.http_drain.start()

@@ -112,7 +112,7 @@ def test_same_answers_as_inline(repo: Path, socket_path: str) -> None:
 
     async def failure(app: FastAPI) -> tuple[int, str]:
         with pytest.raises(ApiError) as info:
-            await app.state.runtimes[("mol", 1)].predict([wrong], "parallel")
+            await app.state.server.runtimes[("mol", 1)].predict([wrong], "parallel")
         return info.value.status_code, info.value.message
 
     async def main() -> None:
@@ -210,7 +210,7 @@ def test_overload_answers_match_inline(repo: Path, socket_path: str) -> None:
 
     async def main() -> tuple[list, list]:
         async with app_client(settings) as (app, client, _):
-            runtime = app.state.runtimes[("vis", 1)]
+            runtime = app.state.server.runtimes[("vis", 1)]
             inline = await _overload(client, runtime)
         async with (
             engine(settings, socket_path) as server,
@@ -319,7 +319,7 @@ def test_worker_drain_finishes_in_flight_requests(repo: Path, socket_path: str) 
                 running = asyncio.create_task(_post_image(client, 1))
                 await gate.wait_entered()
                 stop.set()  # the worker's lifespan exits: it drains
-                await _until(lambda: app.state.draining, "draining")
+                await _until(lambda: app.state.server.draining, "draining")
                 refused = await _post_image(client, 2)
                 expected = {"error": "the server is shutting down"}
                 assert (refused.status_code, refused.json()) == (503, expected)

@@ -88,7 +88,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 def _queue_depth(served: Served) -> int:
-    return served.app.state.runtimes[("vis", 1)].batcher.queue_depth
+    return served.app.state.server.runtimes[("vis", 1)].batcher.queue_depth
 
 
 def _requests(served: Served, status: int) -> float:
@@ -179,7 +179,7 @@ def test_requests_during_drain_answer_503_while_in_flight_ones_finish(repo: Path
             in_flight = asyncio.create_task(_classify(served, seed=1))
             await served.gate.wait_entered()
             served.stop.set()  # shutdown starts: the batcher drains, waiting for request 1
-            await _until(lambda: served.app.state.draining, "the server drains")
+            await _until(lambda: served.app.state.server.draining, "the server drains")
             refused = await _classify(served, seed=2)
             _assert_error(refused, 503, "shutting down")
             assert refused.headers["retry-after"] == "1"
