@@ -11,9 +11,8 @@ the grid / DAG step by step. ViT (attention) and GIN (message passing) have one 
 2. ``chunkwise`` when the model has it and the input has more tokens than that;
 3. else ``parallel``.
 
-Tokens are patches (H/p · W/p) for images and nodes for graphs. :func:`image_tokens` returns
-an :class:`ImageTokens`, a token count that remembers the image size, so the rule sees the
-resolution wherever the count is passed on.
+Tokens are patches (H/p · W/p) for images and nodes for graphs; the image size (H, W) is
+passed beside them where the ONNX rule needs it.
 
 ONNX: the repository (``PLSTM_ONNX``) sets ``entry.onnx_session`` to an ONNX Runtime
 ``InferenceSession`` of the checkpoint's export and ``entry.onnx_export`` to its sidecar
@@ -51,21 +50,10 @@ def model_paths(entry: ModelEntry) -> tuple[str, ...]:
     return capabilities.methods + (("onnx",) if entry.onnx_session is not None else ())
 
 
-class ImageTokens(int):
-    """A token count (an ``int``) that remembers the ``size`` (H, W) of the image it counts."""
-
-    size: tuple[int, int]
-
-    def __new__(cls, count: int, size: tuple[int, int]) -> ImageTokens:
-        tokens = super().__new__(cls, count)
-        tokens.size = (int(size[0]), int(size[1]))
-        return tokens
-
-
-def image_tokens(entry: ModelEntry, height: int, width: int) -> ImageTokens:
-    """Patches of an ``height`` x ``width`` image: (H/p)·(W/p), carrying the size."""
+def image_tokens(entry: ModelEntry, height: int, width: int) -> int:
+    """Patches of an ``height`` x ``width`` image: (H/p)·(W/p)."""
     p = int(entry.config["patch_size"])
-    return ImageTokens((height // p) * (width // p), (height, width))
+    return (height // p) * (width // p)
 
 
 def onnx_image_size(entry: ModelEntry) -> tuple[int, int] | None:
@@ -90,15 +78,13 @@ def resolve_path(
     size: tuple[int, int] | None = None,
 ) -> str:
     """The explicit path to run for ``path`` (which may be ``auto``) on an input of ``tokens``
-    tokens. ``chunkwise_tokens`` defaults to ``settings.auto_chunkwise_tokens``; ``size``
-    (H, W) of an image defaults to ``tokens.size`` for :class:`ImageTokens`.
+    tokens. ``chunkwise_tokens`` defaults to ``settings.auto_chunkwise_tokens``; ``size`` is
+    (H, W) of an image (None: unknown, then an ONNX image export is not taken by ``auto``).
     ValueError for an unknown path or one the model does not have (or, for ``onnx``, not at
     this image size)."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
     available = model_paths(entry)
-    if size is None:
-        size = getattr(tokens, "size", None)
     if path == "auto":
         limit = (
             get_settings().auto_chunkwise_tokens if chunkwise_tokens is None else chunkwise_tokens
@@ -155,7 +141,7 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
     if images.shape[0] == 0:
         raise ValueError("images: the batch is empty")
     tokens = image_tokens(entry, images.shape[2], images.shape[3])
-    path = resolve_path(entry, path, tokens)
+    path = resolve_path(entry, path, tokens, size=(images.shape[2], images.shape[3]))
     if path == "onnx":
         with entry.lock:
             return run_image_session(entry.onnx_session, images)
