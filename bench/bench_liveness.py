@@ -256,6 +256,13 @@ def wait_until_live(url: str, timeout_s: float) -> float:
     return time.monotonic() - start
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the results record it: relative to this checkout when inside it (no
+    machine-specific prefix in committed files), else as given."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The peak resident memory of process ``pid`` so far (MiB; None where /proc lacks it)."""
     try:
@@ -463,9 +470,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python3 bench/bench_liveness.py " + " ".join(sys.argv[1:]),
-        "source": str(args.source),
+        "source": _shown(args.source),
         "commit": args.commit or _commit(args.source),
-        "repository": str(args.repository),
+        "repository": _shown(args.repository),
         "device": args.device,
         "probe_ms": args.probe_ms,
         "machine": machine(),
