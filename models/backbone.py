@@ -238,7 +238,7 @@ class BatchNormConvStem(ConvStem):
 
 
 STEMS = {"patch": PatchEmbed, "conv": ConvStem, "conv-bn": BatchNormConvStem}
-HEAD_NORMS = ("none", "batch")
+HEAD_NORMS = ("none", "batch", "token-batch")
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -282,7 +282,10 @@ class IsotropicVisionModel(nn.Module):
     ``mixer_factory(i)`` builds the token mixer of block i (``[B,X,Y,D]`` → ``[B,X,Y,D]``).
     ``stem`` picks the token embedding (:data:`STEMS`), ``head_norm`` "batch" puts a BatchNorm
     on the pooled features before the linear head (it removes what every image shares, e.g. a
-    blank background, so the head sees the differences from the first step on).
+    blank background, so the head sees the differences from the first step on); "token-batch"
+    puts it on every token before pooling instead (statistics over batch × tokens, which do not
+    shift when a larger image brings more tokens into a mean). ``depth`` 0 = no blocks (the
+    stem + pooling + head control).
     Subclasses set ``self._config`` (every constructor argument) for :attr:`config`.
     Linear layers of the MLPs, attention mixers and head and the position embedding are
     initialised with a truncated normal (std 0.02, zero bias); mixers of other types keep
@@ -322,10 +325,11 @@ class IsotropicVisionModel(nn.Module):
             ("in_chans", in_chans),
             ("num_classes", num_classes),
             ("dim", dim),
-            ("depth", depth),
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
         numbers = all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in (input_mean, input_std)
         )
@@ -361,6 +365,7 @@ class IsotropicVisionModel(nn.Module):
         self.head_norm = (
             nn.BatchNorm1d(self.num_features) if head_norm == "batch" else nn.Identity()
         )
+        self.token_norm = nn.BatchNorm1d(dim) if head_norm == "token-batch" else None
         self.head = nn.Linear(self.num_features, num_classes)
         self._init_weights()
 
@@ -413,7 +418,10 @@ class IsotropicVisionModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """images ``[B,C,H,W]`` → pooled features ``[B,F]`` (F = 4D corners, D mean)."""
-        return pool_tokens(self.forward_tokens(x), self.pooling)
+        tokens = self.forward_tokens(x)
+        if self.token_norm is not None:
+            tokens = self.token_norm(tokens.flatten(0, 2)).view_as(tokens)
+        return pool_tokens(tokens, self.pooling)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """features ``[B,F]`` → logits ``[B,num_classes]``."""

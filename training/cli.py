@@ -123,6 +123,13 @@ GROUPS: dict[str, list[Option]] = {
             default=1.0,
         ),
         Option(
+            "--patience",
+            _positive_int,
+            "stop after N epochs without a better validation score (the schedule still spans "
+            "--epochs); default: every epoch runs",
+            metavar="N",
+        ),
+        Option(
             "--seed",
             _non_negative_int,
             "seed of the model init, data order and dropout (default: 0)",
@@ -151,7 +158,12 @@ GROUPS: dict[str, list[Option]] = {
             choices=("t", "s", "b"),
         ),
         Option("--dim", _positive_int, "model width (overrides the size preset)"),
-        Option("--depth", _positive_int, "number of blocks / layers"),
+        Option(
+            "--depth",
+            _non_negative_int,
+            "number of blocks / layers; arrow experiments take 0 (stem + pooling + head, no "
+            "blocks: the no-mixer control)",
+        ),
         Option("--heads", _positive_int, "attention / pLSTM heads (not GIN)"),
         Option(
             "--method",
@@ -173,8 +185,16 @@ GROUPS: dict[str, list[Option]] = {
             "--head-norm",
             None,
             "arrow experiments: batch = BatchNorm of the pooled features before the linear "
-            "head, none = the paper's plain head (default: batch)",
-            choices=("batch", "none"),
+            "head, token-batch = BatchNorm of every token before pooling, none = the paper's "
+            "plain head (default: batch)",
+            choices=("batch", "token-batch", "none"),
+        ),
+        Option(
+            "--pooling",
+            None,
+            "arrow experiments: corners = the four corner tokens concatenated (paper Table 4), "
+            "mean = the mean over all tokens (default: corners for pLSTM, mean for the ViT)",
+            choices=("corners", "mean"),
         ),
         Option(
             "--dropout",
@@ -527,6 +547,7 @@ def run(experiment: str, options: dict[str, Any], resume: bool) -> int:
         export_dtype=options["export_dtype"],
         eval_batch_size=options["eval_batch_size"],
         progress=options["progress"],
+        patience=options["patience"],
     )
     torch.manual_seed(options["seed"])
     spec = build_run(experiment, experiment_options(options))

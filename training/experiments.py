@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from models.backbone import HEAD_NORMS, STEMS
+from models.backbone import HEAD_NORMS, POOLINGS, STEMS
 from models.image_spec import grayscale_image_spec
 from models.registry import create_model
 from training.data.arrows import (
@@ -144,7 +144,9 @@ class ExperimentOptions:
     default 0.5: 96 px), ``patch_size`` (default 8), ``cache_data`` (render the training and
     validation images once into memory; default on), ``standardize`` (the model standardises
     pixels with the training images' mean and std; default on), ``stem`` (patch | conv |
-    conv-bn; default conv-bn), ``head_norm`` (none | batch; default batch). Graphs only: ``task``
+    conv-bn; default conv-bn), ``head_norm`` (none | batch | token-batch; default batch),
+    ``pooling`` (corners | mean; default: the model's, corners for pLSTM, mean for the ViT),
+    ``depth`` 0 (no blocks: the stem + pooling + head control). Graphs only: ``task``
     (classification | regression; regression is solubility only), ``split_seed``
     (train/val(/test) partition, default 0), ``dropout``, ``edge_features`` (give the model
     the bond / edge-label features; default on; off = plain GIN for ``gin_xu``); solubility
@@ -178,6 +180,7 @@ class ExperimentOptions:
     standardize: bool | None = None
     stem: str | None = None
     head_norm: str | None = None
+    pooling: str | None = None
 
 
 _APPLIES = {
@@ -185,6 +188,7 @@ _APPLIES = {
     "standardize": lambda e: e.family == "arrow",
     "stem": lambda e: e.family == "arrow",
     "head_norm": lambda e: e.family == "arrow",
+    "pooling": lambda e: e.family == "arrow",
     "model_size": lambda e: e.family == "arrow",
     "patch_size": lambda e: e.family == "arrow",
     "arrow_scale": lambda e: e.family == "arrow",
@@ -222,10 +226,17 @@ def check_options(experiment: Experiment, options: ExperimentOptions) -> None:
     ]
     if unused:
         raise ValueError(f"{', '.join(unused)} do(es) not apply to experiment {experiment.name!r}")
-    for key in ("dim", "depth", "heads", "patch_size", "train_samples", "val_samples"):
+    positive = ["dim", "heads", "patch_size", "train_samples", "val_samples"]
+    if experiment.family != "arrow":  # arrow models take depth 0: the no-mixer control
+        positive.append("depth")
+    for key in positive:
         value = getattr(options, key)
         if value is not None and value < 1:
             raise ValueError(f"{_option_name(key)} must be positive, got {value}")
+    if options.depth is not None and options.depth < 0:
+        raise ValueError(f"--depth must be >= 0, got {options.depth}")
+    if options.pooling is not None and options.pooling not in POOLINGS:
+        raise ValueError(f"--pooling must be one of {list(POOLINGS)}, got {options.pooling!r}")
     if options.test_samples is not None and options.test_samples < 0:
         raise ValueError(f"--test-samples must be >= 0, got {options.test_samples}")
     if options.stem is not None and options.stem not in STEMS:
@@ -292,6 +303,8 @@ def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
         "head_norm": options.head_norm or "batch",
         **_overrides(options),
     }
+    if options.pooling is not None:
+        kwargs["pooling"] = options.pooling
     if experiment.model == "vit":
         kwargs["layer_scale"] = 1.0
     cache = options.cache_data is not False
@@ -436,9 +449,7 @@ def _build_tu(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
     else:
         rest, test = stratified_split(data.labels, TU_TEST_FRACTION, split_seed)
         # 1/9 of the remaining 90 % is 10 % of the whole
-        train_pos, val_pos = stratified_split(
-            [data.labels[i] for i in rest], 1 / 9, split_seed + 1
-        )
+        train_pos, val_pos = stratified_split([data.labels[i] for i in rest], 1 / 9, split_seed + 1)
         train, val = [rest[i] for i in train_pos], [rest[i] for i in val_pos]
         info = {"split_seed": split_seed, "fractions": [0.8, 0.1, 0.1]}
     if not train or not val:

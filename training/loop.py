@@ -112,7 +112,8 @@ class TrainConfig:
     changing the schedule (which always spans ``epochs``); ``amp`` None = bf16 autocast on
     CUDA only; ``cuda_graph`` None = CUDA graphs for image runs on one GPU
     (:class:`training.cuda_graph.GraphedTraining`); ``grad_clip`` None or 0 = off;
-    ``log_every`` 0 = epoch rows only."""
+    ``log_every`` 0 = epoch rows only; ``patience`` N stops after N finished epochs without a
+    better validation score (the schedule still spans ``epochs``), None = run every epoch."""
 
     epochs: int
     batch_size: int
@@ -131,6 +132,7 @@ class TrainConfig:
     export_dtype: str = "fp32"
     eval_batch_size: int | None = None
     progress: bool | None = None
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -161,6 +163,11 @@ class TrainConfig:
             )
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
+        patience = self.patience
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
 
 
 @dataclass
@@ -561,12 +568,19 @@ class Trainer:
                 self.batches_done = 0
                 sums = _Sums(self.device)
                 epoch_sums = [0.0, 0.0, 0.0]
+                stopped = stopped or self._plateaued()
             if self.env.is_main:
                 self._plot()
                 elapsed = self.elapsed_before + time.perf_counter() - start_time
                 self.save_state(self.out_dir / LAST_DIR, epoch_sums, elapsed)
         self.elapsed_before += time.perf_counter() - start_time
         return self._finish()
+
+    def _plateaued(self) -> bool:
+        """True when ``patience`` finished epochs have passed since the best validation score
+        (the same on every rank: the score is computed from reduced sums)."""
+        patience = self.config.patience
+        return patience is not None and self.epoch - (self.best_epoch + 1) >= patience
 
     def close(self) -> None:
         """Let go of the DistributedDataParallel wrapper (it holds the process group), CUDA
@@ -654,6 +668,7 @@ class Trainer:
             "event": "final",
             "step": self.step,
             "best_epoch": self.best_epoch + 1,
+            "epochs_completed": self.epoch,
         }
         for name, dataset in self.spec.test_sets.items():
             summary = self.evaluate(dataset, name)

@@ -113,7 +113,7 @@ def test_bad_image_sizes_are_rejected(cls: type, shape: tuple, match: str) -> No
         ({"method": "magic"}, "method must be one of"),
         ({"mode_pattern": "PU"}, "mode_pattern"),
         ({"num_heads": 3}, "multiple of num_heads"),
-        ({"depth": 0}, "depth must be a positive integer"),
+        ({"depth": -1}, "depth must be a non-negative integer"),
     ],
 )
 def test_bad_constructor_arguments_are_rejected(overrides: dict, match: str) -> None:
@@ -476,7 +476,7 @@ def _stem_model(cls: type, seed: int = 40, **overrides) -> IsotropicVisionModel:
 @pytest.mark.parametrize("cls", [PLSTMVision, ViT])
 def test_stem_and_head_norm_choices(cls: type) -> None:
     assert STEMS["patch"] is PatchEmbed and STEMS["conv"] is ConvStem and len(STEMS) == 3
-    assert HEAD_NORMS == ("none", "batch")
+    assert HEAD_NORMS == ("none", "batch", "token-batch")
     plain = cls(**TINY)
     assert (plain.config["stem"], plain.config["head_norm"]) == ("patch", "none")
     assert type(plain.patch_embed) is PatchEmbed
@@ -496,7 +496,10 @@ def test_stem_and_head_norm_choices(cls: type) -> None:
     ("overrides", "match"),
     [
         ({"stem": "conv3"}, r"stem must be one of \['patch', 'conv', 'conv-bn'\], got 'conv3'"),
-        ({"head_norm": "layer"}, r"head_norm must be one of \['none', 'batch'\], got 'layer'"),
+        (
+            {"head_norm": "layer"},
+            r"head_norm must be one of \['none', 'batch', 'token-batch'\], got 'layer'",
+        ),
         ({"stem": "conv", "patch_size": 6, "img_size": 36}, "power-of-two patch size, got 6"),
     ],
 )
@@ -596,3 +599,59 @@ def test_position_embedding_is_cached_without_autograd_and_follows_the_weights()
     torch.testing.assert_close(moved, first + 1.0)
     trained = model.position_embedding((6, 5), torch.float32)
     assert trained.requires_grad and trained is not moved
+
+
+def _randomize_batch_norm(bn: torch.nn.BatchNorm1d, seed: int) -> None:
+    gen = _gen(seed)
+    with torch.no_grad():
+        bn.running_mean.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+        bn.weight.copy_(1 + 0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.bias.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+@pytest.mark.parametrize("pooling", ["mean", "corners"])
+def test_token_batch_norm_normalises_every_token_before_pooling(cls: type, pooling: str) -> None:
+    torch.manual_seed(50)
+    model = cls(**{**TINY, "head_norm": "token-batch", "pooling": pooling})
+    if cls is PLSTMVision:
+        randomize_gates(model, 150)
+    assert isinstance(model.head_norm, torch.nn.Identity)
+    bn = model.token_norm
+    assert isinstance(bn, torch.nn.BatchNorm1d) and bn.num_features == TINY["dim"]
+    _randomize_batch_norm(bn, 51)
+    model.eval()
+    x = _images(52, size=(40, 48), batch=3)
+    with torch.no_grad():
+        tokens = model.forward_tokens(x).double()
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        normed = (tokens - bn.running_mean.double()) * scale + bn.bias.double()
+        head = model.head
+        expected = F.linear(pool_tokens(normed, pooling), head.weight.double(), head.bias.double())
+        torch.testing.assert_close(model(x), expected.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_without_token_batch_norm_there_is_no_token_norm() -> None:
+    assert ViT(**{**TINY, "head_norm": "batch"}).token_norm is None
+
+
+@pytest.mark.parametrize("cls", [PLSTMVision, ViT])
+def test_depth_zero_is_stem_pooling_and_head(cls: type) -> None:
+    torch.manual_seed(53)
+    model = cls(**{**TINY, "depth": 0, "stem": "conv", "head_norm": "batch"})
+    assert len(model.blocks) == 0
+    _randomize_batch_norm(model.head_norm, 54)
+    model.eval()
+    x = _images(55, batch=3)
+    with torch.no_grad():
+        standardised = (x - model.input_mean) / model.input_std
+        tokens = model.norm(model.patch_embed(standardised) + model.pos_embed)
+        expected = model.head(model.head_norm(pool_tokens(tokens, model.pooling)))
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth", [-1, 1.5, True])
+def test_bad_depth_is_rejected(depth: object) -> None:
+    with pytest.raises(ValueError, match="depth must be a non-negative integer"):
+        ViT(**{**TINY, "depth": depth})

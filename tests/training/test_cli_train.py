@@ -273,7 +273,8 @@ def test_stem_and_head_norm_flags(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert OPTIONS["stem"].choices == ("conv", "conv-bn", "patch") and OPTIONS["stem"].per_run
-    assert OPTIONS["head_norm"].choices == ("batch", "none") and OPTIONS["head_norm"].per_run
+    assert OPTIONS["head_norm"].choices == ("batch", "token-batch", "none")
+    assert OPTIONS["head_norm"].per_run
     _, options = resolve(build_parser().parse_args(["arrow-plstm"]))
     assert options["stem"] is None and options["head_norm"] is None  # experiment default
     tiny = [
@@ -318,3 +319,45 @@ def test_a_lone_last_training_sample_is_skipped(
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
     assert rows[-1]["step"] == 2
+
+
+TINY_ARROW = [
+    "--dim", "16", "--heads", "2", "--train-samples", "8", "--val-samples", "8",
+    "--test-samples", "0", "--no-cache-data", "--no-standardize",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["arrow-vit", "--depth", "1"], {"pooling": "mean", "depth": 1}),
+        (["arrow-vit", "--depth", "1", "--pooling", "corners"], {"pooling": "corners"}),
+        (["arrow-plstm", "--depth", "1"], {"pooling": "corners"}),
+        (["arrow-plstm", "--depth", "1", "--pooling", "mean"], {"pooling": "mean"}),
+        (["arrow-vit", "--depth", "0"], {"depth": 0}),
+        (["arrow-vit", "--depth", "1", "--head-norm", "token-batch"], {"head_norm": "token-batch"}),
+    ],
+    ids=["vit-default", "vit-corners", "plstm-default", "plstm-mean", "no-blocks", "token-batch"],
+)
+def test_arrow_pooling_depth_and_head_norm_reach_the_model(argv: list[str], expected: dict) -> None:
+    _, options = resolve(build_parser().parse_args([*argv, *TINY_ARROW]))
+    torch.manual_seed(0)
+    config = build_run(argv[0], experiment_options(options)).model.config
+    assert {key: config[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["solubility-plstm", "--depth", "0"], "--depth must be positive"),
+        (["solubility-plstm", "--pooling", "mean"], "--pooling do(es) not apply"),
+        (["arrow-vit", "--pooling", "max"], "invalid choice: 'max'"),
+        (["arrow-vit", "--patience", "0"], "--patience"),
+    ],
+    ids=["graph-depth-0", "graph-pooling", "unknown-pooling", "patience-0"],
+)
+def test_bad_pooling_depth_or_patience_is_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and message in err

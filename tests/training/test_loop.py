@@ -285,3 +285,36 @@ def test_a_closed_trainer_refuses_to_train(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         trainer.fit()
     assert not (tmp_path / "run" / "run.json").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("scores", "patience", "epochs_run"),
+    [
+        ([0.5, 0.4, 0.4, 0.6, 0.6, 0.6, 0.6, 0.6], 2, 3),
+        ([0.5, 0.6, 0.7, 0.5, 0.8, 0.7, 0.7, 0.7], 2, 7),
+        ([0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4], 8, 8),
+    ],
+    ids=["stops-early", "each-improvement-restarts-the-count", "never-before-the-last-epoch"],
+)
+def test_patience_stops_on_a_validation_plateau(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scores: list[float],
+    patience: int,
+    epochs_run: int,
+) -> None:
+    pending = iter(scores)
+    monkeypatch.setattr(Trainer, "score", lambda self, summary, prefix="val": next(pending))
+    config = TrainConfig(epochs=8, batch_size=32, lr=1e-3, patience=patience)
+    result = Trainer(_spec(), config, tmp_path / "run").fit()
+    rows = MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
+    assert [r["epoch"] for r in rows if r["event"] == "epoch"] == list(range(1, epochs_run + 1))
+    assert result.epochs_completed == rows[-1]["epochs_completed"] == epochs_run
+    best = max(scores[:epochs_run])
+    assert result.best_score == best and result.best_epoch == scores.index(best) + 1
+
+
+@pytest.mark.parametrize("patience", [0, -1, True, 1.5])
+def test_patience_must_be_a_positive_integer(patience: object) -> None:
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(epochs=1, batch_size=1, lr=1e-3, patience=patience)  # type: ignore[arg-type]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Packs one round of the docs/results.md runs into one call of the GPU machine (16 CPU cores,
+# one GPU, a 10-minute limit): the arrow runs of ARROW_JOBS share the GPU, each with
+# scripts/results_arrow.sh, while the graph runs of GRAPH_JOBS (scripts/results_solubility.sh,
+# scripts/results_tu.sh; one CPU thread each) use GRAPH_PARALLEL of the CPU cores. After
+# BUDGET_S seconds whatever still runs is stopped; the logs of every finished run (the scripts'
+# docs/results/{arrow,solubility,tu}/ folders) and each job's console go to OUT.
+# Usage: OUT=DIR bash scripts/results_device_round.sh
+# Environment:
+#   ARROW_JOBS   space-separated VARIANT:SEED pairs (scripts/results_arrow.sh's variants)
+#   GRAPH_JOBS   space-separated sol:SEED:SPLIT:MODEL and mutag:FOLD:MODEL items
+#   GRAPH_PARALLEL (default 12), BUDGET_S (default 560), PYTHON (default python3)
+#   TU_DATA      folder holding MUTAG/MUTAG_A.txt ... (the scripts would download it)
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="${OUT:?set OUT}"
+budget="${BUDGET_S:-560}"
+export PYTHON="${PYTHON:-python3}"
+mkdir -p "$out/console" /tmp/runs/tu
+[ -n "${TU_DATA:-}" ] && cp -r "$TU_DATA" /tmp/runs/tu/data
+
+graph_job() {
+  IFS=: read -r kind a b c <<< "$1"
+  case "$kind" in
+    sol) OMP_NUM_THREADS=1 SEEDS=$a SPLITS=$b MODELS=$c bash scripts/results_solubility.sh /tmp/runs/sol ;;
+    mutag) OMP_NUM_THREADS=1 FOLDS=$a MODELS=$b bash scripts/results_tu.sh /tmp/runs/tu ;;
+    *) echo "unknown graph job $1" >&2; return 2 ;;
+  esac > "$OUT_CONSOLE/${1//:/-}.log" 2>&1
+}
+export -f graph_job
+export OUT_CONSOLE="$out/console"
+
+start=$SECONDS
+for job in ${ARROW_JOBS:-}; do
+  OMP_NUM_THREADS=2 VARIANTS="${job%:*}" SEEDS="${job#*:}" \
+    bash scripts/results_arrow.sh /tmp/runs/arrow > "$out/console/arrow-${job//:/-}.log" 2>&1 &
+done
+if [ -n "${GRAPH_JOBS:-}" ]; then
+  printf '%s\n' $GRAPH_JOBS | xargs -P "${GRAPH_PARALLEL:-12}" -I{} bash -c 'graph_job "$1"' _ {} &
+fi
+while [ $((SECONDS - start)) -lt "$budget" ] && [ -n "$(jobs -r)" ]; do sleep 5; done
+pkill -TERM -f "training.cli" 2>/dev/null
+sleep 3
+echo "stopped after $((SECONDS - start)) s; still running then: $(jobs -r | wc -l) job(s)"
+for family in arrow solubility tu; do
+  [ -d "docs/results/$family" ] && cp -r "docs/results/$family" "$out/"
+done
+nvidia-smi --query-gpu=name --format=csv,noheader > "$out/gpu.txt" 2>/dev/null
+true
