@@ -35,7 +35,7 @@ vit=(arrow-vit --epochs 10 --patience 3)
 for seed in ${SEEDS:-0 1 2}; do
   for variant in ${VARIANTS:-plstm vit-mean vit-corners vit-mean-tokenbn no-mixer}; do
     case "$variant" in
-      plstm) args=(arrow-plstm --epochs 8) ;;
+      plstm) args=(arrow-plstm --epochs 8 --export-dtype bf16 --log-every 200) ;;
       vit-mean) args=("${vit[@]}") ;;
       vit-corners) args=("${vit[@]}" --pooling corners) ;;
       vit-mean-tokenbn) args=("${vit[@]}" --head-norm token-batch) ;;
@@ -49,19 +49,9 @@ for seed in ${SEEDS:-0 1 2}; do
     rm -rf "$out"
     mkdir -p "$out"
     echo "plstm train ${args[*]}" > "$out/command.txt"
+    load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
     "$python" -m training.cli "${args[@]}" --workers "${WORKERS:-2}" --out "$out"
-    "$python" - "$out/machine.json" <<'EOF'
-import json, sys
-
-import torch
-
-json.dump(
-    {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-     "torch": torch.__version__},
-    open(sys.argv[1], "w"),
-    indent=1,
-)
-EOF
+    "$python" scripts/machine_info.py "$out/machine.json" "$load_before"
     mkdir -p "$kept"
     cp "$out/metrics.jsonl" "$out/run.json" "$out/command.txt" "$out/machine.json" "$kept/"
     cp "$out/best/metrics.json" "$kept/best_metrics.json"

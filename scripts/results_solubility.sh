@@ -49,28 +49,7 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
         echo "plstm train ${args[*]}" > "$out/command.txt"
         OMP_NUM_THREADS=1 "$python" -m training.cli "${args[@]}" --out "$out"
       fi
-      "$python" - "$out/machine.json" "$load_before" <<'EOF'
-import json, os, platform, sys
-
-import torch
-
-cpu = next(
-    (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-    platform.processor(),
-)
-json.dump(
-    {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "threads": 1,
-        "load_average_before": sys.argv[2],
-        "load_average_after": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "torch": torch.__version__,
-    },
-    open(sys.argv[1], "w"),
-    indent=1,
-)
-EOF
+      OMP_NUM_THREADS=1 "$python" scripts/machine_info.py "$out/machine.json" "$load_before"
       mkdir -p "$kept"
       cp "$out/metrics.jsonl" "$out/run.json" "$out/command.txt" "$out/machine.json" "$kept/"
       cp "$out/best/metrics.json" "$kept/best_metrics.json"

@@ -12,19 +12,15 @@ Usage: python scripts/results_solubility_section.py [--check]
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from results_common import ROOT, epoch_rows, mean_std, paragraph, read_json, write_section
+
 LOGS = ROOT / "docs" / "results" / "solubility"
-RESULTS_MD = ROOT / "docs" / "results.md"
 SUMMARY = LOGS / "summary.json"
-BEGIN, END = "<!-- solubility:begin -->", "<!-- solubility:end -->"
 
 SPLITS = {
     "random": "random split (the SDF files' split, duplicates removed)",
@@ -40,15 +36,14 @@ BASELINES = ("gin-xu-plain", "gin-xu")
 
 
 def _run(folder: Path) -> dict[str, Any]:
-    best = json.loads((folder / "best_metrics.json").read_text())
-    config = json.loads((folder / "best_config.json").read_text())
-    machine = json.loads((folder / "machine.json").read_text())
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in rows if r.get("event") == "epoch"]
+    best = read_json(folder / "best_metrics.json")
+    config = read_json(folder / "best_config.json")
+    machine = read_json(folder / "machine.json")
+    epochs = epoch_rows(folder)
     return {
         "log": str(folder.relative_to(ROOT)),
         "command": (folder / "command.txt").read_text().strip(),
-        "seed": json.loads((folder / "run.json").read_text())["options"]["seed"],
+        "seed": read_json(folder / "run.json")["options"]["seed"],
         "val_accuracy": best["validation"]["accuracy"],
         "test_accuracy": best["test"]["accuracy"],
         "val_molecules": best["validation"]["num_samples"],
@@ -73,14 +68,6 @@ def collect() -> dict[str, dict[str, list[dict[str, Any]]]]:
             runs = [_run(f) for f in folders if (f / "best_metrics.json").is_file()]
             table.setdefault(split, {})[model] = sorted(runs, key=lambda r: r["seed"])
     return table
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.4f} (1 run)"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def _seeds(runs: list[dict[str, Any]]) -> str:
@@ -116,10 +103,6 @@ def _split_sizes() -> dict[str, tuple[int, int, int]]:
     }
 
 
-def _paragraph(text: str) -> str:
-    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
-
-
 def _row(label: str, split: str, model: str, runs: list[dict[str, Any]]) -> str:
     if not runs:
         return f"| {label} |" + " – |" * 10
@@ -128,10 +111,10 @@ def _row(label: str, split: str, model: str, runs: list[dict[str, Any]]) -> str:
         label,
         params,
         _seeds(runs),
-        _mean_std([r["test_accuracy"] for r in runs]),
-        _mean_std([r["val_accuracy"] for r in runs]),
+        mean_std([r["test_accuracy"] for r in runs]),
+        mean_std([r["val_accuracy"] for r in runs]),
         f"{statistics.mean(r['best_epoch'] for r in runs):.0f}",
-        _mean_std([r["final_train_accuracy"] for r in runs]),
+        mean_std([r["final_train_accuracy"] for r in runs]),
         f"{statistics.mean(r['train_samples_per_second'] for r in runs):.0f}",
         _command(runs),
         _machine(runs),
@@ -151,7 +134,7 @@ def _comparisons(split: str, table: dict[str, dict[str, list[dict[str, Any]]]]) 
         note = "" if len(diffs) > 1 else " (one seed: no spread, no conclusion)"
         lines.append(
             f"- pLSTM-Graph − {MODELS[baseline]}, test accuracy paired by seed ({len(diffs)} "
-            f"seed(s)): {_mean_std(diffs)}; target pLSTM-Graph ≥ GIN: {verdict}{note}"
+            f"seed(s)): {mean_std(diffs)}; target pLSTM-Graph ≥ GIN: {verdict}{note}"
         )
     missing = []
     for model, label in MODELS.items():
@@ -207,9 +190,9 @@ def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict
         "python scripts/results_solubility_section.py   # this section, from the committed logs",
         "```",
         "",
-        _paragraph(data + " " + INTRO),
+        paragraph(data + " " + INTRO),
         "",
-        _paragraph(MODELS_TEXT),
+        paragraph(MODELS_TEXT),
         "",
     ]
     summary: dict[str, Any] = {"rows": [], "runs": table}
@@ -229,7 +212,7 @@ def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict
             )
         lines += ["", *_comparisons(split, table), ""]
     lines.append(
-        _paragraph(
+        paragraph(
             "Means ± sample standard deviations over the seeds named; one test molecule is "
             f"{1 / sizes['random'][2]:.4f} of the random split's test set and "
             f"{1 / sizes['scaffold'][2]:.4f} of the scaffold split's. Per-run values: "
@@ -244,20 +227,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check, write nothing")
     args = parser.parse_args()
     section, summary = render(collect())
-    text = RESULTS_MD.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        print(f"{RESULTS_MD}: markers {BEGIN} / {END} not found", file=sys.stderr)
-        return 2
-    new_text = pattern.sub(lambda _: f"{BEGIN}\n{section}\n{END}", text)
-    new_summary = json.dumps(summary, indent=1) + "\n"
-    if args.check:
-        stale = new_text != text or not SUMMARY.is_file() or SUMMARY.read_text() != new_summary
-        print("stale" if stale else "up to date")
-        return 1 if stale else 0
-    RESULTS_MD.write_text(new_text)
-    SUMMARY.write_text(new_summary)
-    return 0
+    return write_section("solubility", section, SUMMARY, summary, args.check)
 
 
 if __name__ == "__main__":

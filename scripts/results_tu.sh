@@ -56,13 +56,14 @@ for fold in ${FOLDS:-0 1 2 3 4 5 6 7 8 9}; do
     kept="$logs/$model-fold$fold"
     [ -f "$kept/best_metrics.json" ] && continue
     rm -rf "$out"
+    load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
     OMP_NUM_THREADS=1 "$python" -m training.cli "${args[@]}" --out "$out"
     mkdir -p "$kept"
     echo "plstm train ${args[*]}" > "$kept/command.txt"
+    OMP_NUM_THREADS=1 "$python" scripts/machine_info.py "$kept/machine.json" "$load_before"
     cp "$out/metrics.jsonl" "$out/run.json" "$kept/"
     cp "$out/best/metrics.json" "$kept/best_metrics.json"
     cp "$out/best/config.json" "$kept/best_config.json"
   done
 done
-"$python" scripts/results_table.py \
-  "pLSTM-Graph=$logs/plstm-fold*" "GIN plain=$logs/gin-xu-plain-fold*" "GINE=$logs/gin-xu-fold*"
+"$python" scripts/results_tu_section.py

@@ -1,0 +1,67 @@
+"""Helpers shared by the scripts that rebuild sections of docs/results.md from committed logs
+(``results_*_section.py``): reading a run folder's files, means ± standard deviations, wrapped
+paragraphs, and replacing the text between a section's begin / end markers."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_MD = ROOT / "docs" / "results.md"
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def epoch_rows(folder: Path) -> list[dict[str, Any]]:
+    """The "epoch" rows of ``folder/metrics.jsonl``."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == "epoch"]
+
+
+def mean_std(values: list[float]) -> str:
+    """ "m ± s" (sample standard deviation) with 4 decimals; one value is marked as one run."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 run)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def paragraph(text: str) -> str:
+    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def write_section(
+    name: str, section: str, summary_path: Path, summary: dict[str, Any], check: bool
+) -> int:
+    """Put ``section`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` of
+    docs/results.md and ``summary`` into ``summary_path``. ``check``: write nothing; exit
+    status 1 when either would change. Returns the exit status."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = RESULTS_MD.read_text()
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        print(f"{RESULTS_MD}: markers {begin} / {end} not found", file=sys.stderr)
+        return 2
+    new_text = pattern.sub(lambda _: f"{begin}\n{section}\n{end}", text)
+    new_summary = json.dumps(summary, indent=1) + "\n"
+    if check:
+        stale = (
+            new_text != text
+            or not summary_path.is_file()
+            or summary_path.read_text() != new_summary
+        )
+        print(f"{name}: " + ("stale" if stale else "up to date"))
+        return 1 if stale else 0
+    RESULTS_MD.write_text(new_text)
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(new_summary)
+    return 0
