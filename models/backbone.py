@@ -390,11 +390,14 @@ class IsotropicVisionModel(nn.Module):
         return self.patch_embed.patch_size
 
     def position_embedding(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        """The position embedding ``[1,X,Y,D]`` for ``grid`` in ``dtype``. Without autograd
-        (inference) the resized, cast embedding is kept per (grid, dtype) until the parameter
-        changes, so a forward at a fixed size does no interpolation."""
+        """The position embedding ``[1,X,Y,D]`` for ``grid`` in ``dtype``. In inference mode
+        the resized, cast embedding is kept per (grid, dtype) until the parameter is replaced or
+        changed in place (its version counter), so a forward at a fixed size does no
+        interpolation. Not under ``no_grad`` alone: an optimizer step replayed from a CUDA graph
+        (``plstm train``) changes the parameter without bumping its version, and a validation
+        pass between such steps would see a stale embedding."""
         assert self.pos_embed is not None
-        if torch.is_grad_enabled():
+        if not torch.is_inference_mode_enabled():
             return resize_pos_embed(self.pos_embed, grid).to(dtype)
         key = (grid, dtype, self.pos_embed.data_ptr(), self.pos_embed._version)
         cached = self._pos_cache.get(key)

@@ -588,17 +588,32 @@ def test_batchnorm_conv_stem_swaps_only_the_norm() -> None:
         ConvStem(8, 1, 48, norm="layer")
 
 
-def test_position_embedding_is_cached_without_autograd_and_follows_the_weights() -> None:
+def test_position_embedding_is_cached_in_inference_mode_and_follows_the_weights() -> None:
     model = _plstm(seed=31)
-    with torch.no_grad():
+    with torch.inference_mode():
         first = model.position_embedding((6, 5), torch.float32)
         assert model.position_embedding((6, 5), torch.float32) is first
-        torch.testing.assert_close(first, resize_pos_embed(model.pos_embed, (6, 5)))
+    torch.testing.assert_close(first, resize_pos_embed(model.pos_embed.detach(), (6, 5)))
+    with torch.no_grad():
         model.pos_embed.add_(1.0)
+    with torch.inference_mode():
         moved = model.position_embedding((6, 5), torch.float32)
     torch.testing.assert_close(moved, first + 1.0)
     trained = model.position_embedding((6, 5), torch.float32)
     assert trained.requires_grad and trained is not moved
+
+
+def test_validation_without_autograd_sees_updates_that_keep_the_version() -> None:
+    """An optimizer step replayed from a CUDA graph changes the weights without bumping their
+    version counter (``.data`` does the same here): a no_grad validation must see it."""
+    model = _plstm(seed=32)
+    with torch.no_grad():
+        before = model.position_embedding((6, 5), torch.float32)
+        version = model.pos_embed._version
+        model.pos_embed.data.add_(1.0)
+        assert model.pos_embed._version == version
+        after = model.position_embedding((6, 5), torch.float32)
+    torch.testing.assert_close(after, before + 1.0)
 
 
 def _randomize_batch_norm(bn: torch.nn.BatchNorm1d, seed: int) -> None:
