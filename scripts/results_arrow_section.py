@@ -57,6 +57,9 @@ def _run(folder: Path) -> dict[str, Any]:
         "train_samples_per_second": statistics.median(r["samples_per_second"] for r in epochs),
         "num_parameters": config["num_parameters"],
         "machine": read_json(folder / "machine.json"),
+        "note": (folder / "note.txt").read_text().strip()
+        if (folder / "note.txt").is_file()
+        else None,
     }
 
 
@@ -112,6 +115,16 @@ def _row(variant: str, runs: list[dict[str, Any]]) -> str:
         f"`docs/results/arrow/{variant}-seed{{{_seeds(runs)}}}/`",
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _notes(table: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per distinct note (``note.txt`` of a run folder), naming its runs."""
+    runs_by_note: dict[str, list[str]] = {}
+    for variant, runs in table.items():
+        for r in runs:
+            if r["note"]:
+                runs_by_note.setdefault(r["note"], []).append(f"{variant} seed {r['seed']}")
+    return [f"- {', '.join(names)}: {note}" for note, names in runs_by_note.items()]
 
 
 def _verdict(table: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -180,6 +193,7 @@ def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
         *(_row(variant, runs) for variant, runs in table.items()),
         "",
         *_verdict(table),
+        *_notes(table),
         "",
         paragraph(
             "Means ± sample standard deviations over the seeds named. Runs sharing the GPU with "

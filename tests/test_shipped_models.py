@@ -56,6 +56,20 @@ def test_checkpoint_loads_and_is_documented(version: Path) -> None:
     assert loaded.metrics["test"]["accuracy"] > 0
 
 
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_model_card_numbers_match_the_checkpoint(version: Path) -> None:
+    """The card states the parameter count and every recorded accuracy as config.json and
+    metrics.json have them (4 decimals)."""
+    card = (version.parent / "README.md").read_text()
+    loaded = load_checkpoint(version)
+    assert f"{loaded.metadata['num_parameters']:,} parameters" in card
+    for split, recorded in loaded.metrics.items():
+        assert f"{recorded['accuracy']:.4f}" in card, f"{split} accuracy not in the card"
+    for key in ("input_mean", "input_std"):
+        if key in loaded.config:
+            assert f"{loaded.config[key]:.4f}" in card, f"{key} not in the card"
+
+
 def test_solubility_reproduces_its_recorded_test_accuracy() -> None:
     from training.data.molecules import SolubilityDataset, collate_graphs
 
