@@ -22,13 +22,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if [ -n "${PYTHON:-}" ]; then
-  python="$PYTHON"
-  export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-else
-  bash scripts/setup.sh
-  python=.venv/bin/python
-fi
+source scripts/results_python.sh
 runs="${1:-runs/arrow}"
 logs=docs/results/arrow
 vit=(arrow-vit --epochs 10 --patience 3)

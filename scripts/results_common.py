@@ -4,11 +4,13 @@ paragraphs, and replacing the text between a section's begin / end markers."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,17 @@ def write_section(
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(new_summary)
     return 0
+
+
+def section_main(
+    name: str,
+    description: str | None,
+    build: Callable[[], tuple[str, dict[str, Any]]],
+    summary_path: Path,
+) -> int:
+    """The command line of a ``results_*_section.py`` script: ``--check`` or write."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--check", action="store_true", help="only check, write nothing")
+    args = parser.parse_args()
+    section, summary = build()
+    return write_section(name, section, summary_path, summary, args.check)

@@ -11,13 +11,19 @@ Usage: python scripts/results_solubility_section.py [--check]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from results_common import ROOT, epoch_rows, mean_std, paragraph, read_json, write_section
+from results_common import (
+    ROOT,
+    epoch_rows,
+    mean_std,
+    paragraph,
+    read_json,
+    section_main,
+)
 
 LOGS = ROOT / "docs" / "results" / "solubility"
 SUMMARY = LOGS / "summary.json"
@@ -222,13 +228,5 @@ def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict
     return "\n".join(lines), summary
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only check, write nothing")
-    args = parser.parse_args()
-    section, summary = render(collect())
-    return write_section("solubility", section, SUMMARY, summary, args.check)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(section_main("solubility", __doc__, lambda: render(collect()), SUMMARY))

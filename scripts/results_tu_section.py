@@ -11,13 +11,19 @@ Usage: python scripts/results_tu_section.py [--check]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from results_common import ROOT, epoch_rows, mean_std, paragraph, read_json, write_section
+from results_common import (
+    ROOT,
+    epoch_rows,
+    mean_std,
+    paragraph,
+    read_json,
+    section_main,
+)
 
 LOGS = ROOT / "docs" / "results" / "tu" / "MUTAG"
 SUMMARY = LOGS / "summary.json"
@@ -162,13 +168,5 @@ def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
     return "\n".join(lines), summary
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only check, write nothing")
-    args = parser.parse_args()
-    section, summary = render(collect())
-    return write_section("tu", section, SUMMARY, summary, args.check)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(section_main("tu", __doc__, lambda: render(collect()), SUMMARY))
