@@ -436,9 +436,7 @@ def _build_tu(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
     else:
         rest, test = stratified_split(data.labels, TU_TEST_FRACTION, split_seed)
         # 1/9 of the remaining 90 % is 10 % of the whole
-        train_pos, val_pos = stratified_split(
-            [data.labels[i] for i in rest], 1 / 9, split_seed + 1
-        )
+        train_pos, val_pos = stratified_split([data.labels[i] for i in rest], 1 / 9, split_seed + 1)
         train, val = [rest[i] for i in train_pos], [rest[i] for i in val_pos]
         info = {"split_seed": split_seed, "fractions": [0.8, 0.1, 0.1]}
     if not train or not val:

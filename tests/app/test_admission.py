@@ -1,11 +1,11 @@
-"""Deadline-aware admission (app/admission.py): drain rate, expected wait, shedding with a
+"""Deadline-aware admission (app/serving/admission.py): drain rate, expected wait, shedding with a
 computed Retry-After, recovery after a slow batch. Times are passed explicitly: no clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.admission import (
+from app.serving.admission import (
     ADMIT_FRACTION,
     RATE_STEP,
     Admission,

@@ -15,10 +15,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.inference import InferenceFailed
-from app.logging import JsonFormatter
+from app.core.logging import JsonFormatter
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
+from app.serving.inference import InferenceFailed
 from models.checkpoint import load_checkpoint
 from models.molecule_features import featurize_smiles
 from tests.app.model_repo import IMG, SOL_LABELS, VIS_LABELS, make_repository, png_bytes

@@ -22,10 +22,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.body_decoding import json_nesting_depth
-from app.decoder_pool import decoder_pool
+from app.api.body_decoding import json_nesting_depth
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
+from app.serving.decoder_pool import decoder_pool
 from tests.app.model_repo import IMG, make_repository, png_bytes
 
 CASE_SECONDS = 2.0

@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.batching import Batcher, Deadline, Overloaded, QueueFull, RequestTimeout, ShuttingDown
-from app.metrics import Metrics
+from app.core.metrics import Metrics
+from app.serving.batching import (
+    Batcher,
+    Deadline,
+    Overloaded,
+    QueueFull,
+    RequestTimeout,
+    ShuttingDown,
+)
 
 
 class Recorder:

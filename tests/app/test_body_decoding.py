@@ -1,4 +1,4 @@
-"""JSON bodies → validated requests (app.body_decoding): depth scan, JSON errors, statuses."""
+"""JSON bodies → validated requests (app.api.body_decoding): depth scan, JSON errors, statuses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from app.body_decoding import (
+from app.api.body_decoding import (
     MAX_JSON_DEPTH,
     BodyError,
     decode_infer_request,
@@ -15,7 +15,7 @@ from app.body_decoding import (
     json_nesting_depth,
     load_json,
 )
-from app.schemas import MoleculeLimits, PredictRequest
+from app.api.schemas.common import MoleculeLimits, PredictRequest
 
 
 def _depth_by_parsing(document: object) -> int:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import backends
-from app.cost_calibration import build_cost_profile, model_family
-from app.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
-from app.repository import READY, ModelEntry, warm_up
+from app.serving import backends
+from app.serving.cost_calibration import build_cost_profile, model_family
+from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
+from app.serving.repository import READY, ModelEntry, warm_up
 from bench.peak_memory import PeakMemory
 from models.molecule_features import (
     NUM_EDGE_FEATURES,

@@ -1,5 +1,5 @@
-"""Cost limits before a request is queued (app/cost_limits.py): 413 naming the limit and what
-fits, and ``path=auto`` never choosing a path that does not fit. Unit tests on the shipped
+"""Cost limits before a request is queued (app/serving/cost_limits.py): 413 naming the limit and
+what fits, and ``path=auto`` never choosing a path that does not fit. Unit tests on the shipped
 arrow model's architecture with a fixed profile, then the issue's reproducers through the
 HTTP API on the shipped models (413 at once, memory of the process bounded)."""
 
@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.cost_formulas import Architecture, GraphBatch, ImageBatch
-from app.cost_limits import CostLimitExceeded, check_tokens, choose_path
-from app.cost_profile import CostProfile
+from app.core.settings import Settings
 from app.main import create_app
-from app.repository import READY, ModelEntry
-from app.settings import Settings
+from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch
+from app.serving.cost_limits import CostLimitExceeded, check_tokens, choose_path
+from app.serving.cost_profile import CostProfile
+from app.serving.repository import READY, ModelEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "model_repository"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.cuda_graphs import InferenceGraphs
+from app.serving.cuda_graphs import InferenceGraphs
 from models import create_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,5 @@
-"""Decoder processes (app.decoder_pool, app.decoder_worker): results, errors, a dead worker."""
+"""Decoder processes (app.serving.decoder_pool, app.serving.decoder_worker): results, errors, a dead
+worker."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pickle
 import numpy as np
 import pytest
 
-from app.body_decoding import BodyError, decode_infer_request, json_nesting_depth
-from app.decoder_pool import DecoderFailed, DecoderPool
-from app.decoder_worker import read_frame, serve, write_frame
+from app.api.body_decoding import BodyError, decode_infer_request, json_nesting_depth
+from app.serving.decoder_pool import DecoderFailed, DecoderPool
+from app.serving.decoder_worker import read_frame, serve, write_frame
 
 
 @pytest.fixture(scope="module")

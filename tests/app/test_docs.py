@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.docs import STATIC_DIR
+from app.api.docs import STATIC_DIR
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.app.model_repo import make_repository
 
 ROOT = Path(__file__).resolve().parents[2]

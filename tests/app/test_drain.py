@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.draining import SHUTTING_DOWN
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
+from app.serving.draining import SHUTTING_DOWN
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.app.real_server import server_process
 from tests.app.started_app import Gate, started_app

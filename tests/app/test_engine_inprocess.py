@@ -1,4 +1,4 @@
-"""Process mode in one event loop: an engine server (:func:`app.engine.open_engine`) and
+"""Process mode in one event loop: an engine server (:func:`app.engine.server.open_engine`) and
 worker apps (``create_app(engine_socket=...)``, lifespan entered by hand, requests through
 ``httpx.ASGITransport``), checked against an inline app on the same repository: the same
 answers, shared batches across workers, the same overload answers, engine loss and drain.
@@ -26,12 +26,13 @@ import torch
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engine import EngineServer, open_engine
-from app.engine_client import ENGINE_UNAVAILABLE, EngineClient
-from app.engine_protocol import CLASSIFY, HELLO, encode, read_message
-from app.errors import ApiError
-from app.main import build_repository, create_app
-from app.settings import Settings
+from app.core.errors import ApiError
+from app.core.settings import Settings
+from app.engine.client import ENGINE_UNAVAILABLE, EngineClient
+from app.engine.protocol import CLASSIFY, HELLO, encode, read_message
+from app.engine.server import EngineServer, open_engine
+from app.main import create_app
+from app.serving.repository import build_repository
 from models.molecule_features import featurize_smiles
 from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 from tests.app.started_app import WAIT_S, Gate, started_app

@@ -11,8 +11,9 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from app.batching import QueueFull, RequestTimeout, ShuttingDown
-from app.engine_protocol import (
+from app.api.error_handlers import install_error_handlers
+from app.core.errors import ApiError
+from app.engine.protocol import (
     ALIGN,
     CLASSIFY,
     ERROR,
@@ -26,8 +27,8 @@ from app.engine_protocol import (
     graphs_from_tensors,
     read_message,
 )
-from app.errors import ApiError, install_error_handlers
-from app.inference import InferenceFailed
+from app.serving.batching import QueueFull, RequestTimeout, ShuttingDown
+from app.serving.inference import InferenceFailed
 from models.molecule_features import MolGraph
 
 

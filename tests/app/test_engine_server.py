@@ -22,9 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engine_client import ENGINE_UNAVAILABLE
+from app.core.settings import Settings
+from app.engine.client import ENGINE_UNAVAILABLE
 from app.main import create_app
-from app.settings import Settings
 from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.engine import open_engine
-from app.main import build_repository, create_app
-from app.settings import Settings
+from app.core.settings import Settings
+from app.engine.server import open_engine
+from app.main import create_app
+from app.serving.repository import build_repository
 from tests.app.model_repo import IMG, PATCH, SOL_LABELS, VIS_LABELS, make_repository, png_bytes
 from tests.app.started_app import started_app
 

@@ -1,4 +1,4 @@
-"""The hardened HTTP protocol of ``plstm serve`` (:mod:`app.http_protocol`) on the real server,
+"""The hardened HTTP protocol of ``plstm serve`` (:mod:`app.api.http_protocol`) on the real server,
 with short limits: oversized or overlong request heads, slow heads and bodies, idle
 connections and too many connections each get their answer (431 / 408 / 503 as
 ``{"error": ...}`` with the security headers, then the connection is closed), over raw

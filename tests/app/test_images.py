@@ -1,4 +1,5 @@
-"""Image decoding and preprocessing (app.images): formats, modes, guards, both resize modes."""
+"""Image decoding and preprocessing (app.serving.images): formats, modes, guards, both resize
+modes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.images import (
+from app.serving.images import (
     INLINE_DECODE_PIXELS,
     CorruptImage,
     ImageSpec,

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.app.model_repo import IMG, make_repository
 from tests.app.started_app import started_app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import Metrics, eval_metrics, get_metrics, render
+from app.core.metrics import Metrics, eval_metrics, get_metrics, render
 
 EXPECTED = {
     "plstm_requests": ("counter", {"model", "endpoint", "status"}),

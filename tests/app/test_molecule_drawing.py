@@ -1,4 +1,4 @@
-"""app.molecule_drawing: request molecules with the model graph and the node of every atom,
+"""app.api.molecule_drawing: request molecules with the model graph and the node of every atom,
 weight colours, and the SVG drawing."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ import re
 import pytest
 import torch
 
-from app.molecule_drawing import (
+from app.api.molecule_drawing import (
     NEGATIVE,
     POSITIVE,
     draw_svg,
     molecule_from_input,
     weight_colour,
 )
-from app.molecules import InvalidGraph
-from app.schemas import GraphInput, MoleculeLimits
+from app.api.molecules import InvalidGraph
+from app.api.schemas.common import GraphInput, MoleculeLimits
 from models.molecule_features import atom_features, featurize_smiles
 
 

@@ -1,4 +1,4 @@
-"""Request graphs and inference-protocol tensors → model inputs (app.molecules)."""
+"""Request graphs and inference-protocol tensors → model inputs (app.api.molecules)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.body_decoding import DecodedTensor
-from app.images import ImageSpec, ImageTooLarge, load_image
-from app.molecules import (
+from app.api.body_decoding import DecodedTensor
+from app.api.molecules import (
     InvalidGraph,
     InvalidTensor,
     InvalidTensorValue,
@@ -21,7 +20,8 @@ from app.molecules import (
     images_from_tensor,
     smiles_from_tensor,
 )
-from app.schemas import GraphInput, MoleculeLimits, PredictRequest, RequestInput
+from app.api.schemas.common import GraphInput, MoleculeLimits, PredictRequest, RequestInput
+from app.serving.images import ImageSpec, ImageTooLarge, load_image
 from models.molecule_features import featurize_graph, featurize_smiles
 
 

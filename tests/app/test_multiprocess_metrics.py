@@ -1,4 +1,4 @@
-"""Metrics of several worker processes summed through shared files (app.multiprocess_metrics):
+"""Metrics of several worker processes summed through shared files (app.core.multiprocess_metrics):
 the directory's life cycle, dead workers' live gauges dropped, and real processes recording
 into one directory and one of them rendering the sum of all."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.multiprocess_metrics import (
+from app.core.multiprocess_metrics import (
     MULTIPROCESS_ENV,
     forget_dead_workers,
     worker_metrics_directory,
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # model info; then prints its pid. With RENDER set it prints its own /metrics body instead.
 WORKER = """
 import os, sys
-from app.metrics import Metrics
+from app.core.metrics import Metrics
 m = Metrics(cuda=False)
 n, status = int(sys.argv[1]), int(sys.argv[2])
 for i in range(n):

@@ -14,10 +14,10 @@ import torch
 from fastapi.testclient import TestClient
 
 import models.onnx_export
-from app import backends
+from app.core.settings import Settings
 from app.main import create_app
-from app.repository import READY, ModelRepository, attach_onnx
-from app.settings import Settings
+from app.serving import backends
+from app.serving.repository import READY, ModelRepository, attach_onnx
 from models.molecule_features import featurize_smiles
 from models.onnx_files import ONNX_FILE, read_sidecar
 from tests.app.model_repo import IMG, make_repository, png_bytes
@@ -145,7 +145,7 @@ def test_fresh_exports_are_reused_and_failures_keep_torch(
         raise ValueError("exporter exploded")
 
     monkeypatch.setattr(models.onnx_export, "ensure_export", broken)
-    with caplog.at_level(logging.WARNING, logger="app.repository"):
+    with caplog.at_level(logging.WARNING, logger="app.serving.repository"):
         (entry,) = repository.load_all()
     assert any("exporter exploded" in r.getMessage() for r in caplog.records)
     assert entry.state == READY and entry.onnx_session is None

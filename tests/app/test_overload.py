@@ -25,9 +25,9 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from app.images import ImageSpec, load_image
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
+from app.serving.images import ImageSpec, load_image
 from models.checkpoint import load_checkpoint
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.app.started_app import WAIT_S, Gate, started_app

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import backends, model_state
-from app.model_state import ModelUnavailable
-from app.repository import READY, UNAVAILABLE, ModelNotFound, ModelRepository, resolve_device
+from app.serving import backends, model_state
+from app.serving.model_state import ModelUnavailable
+from app.serving.repository import (
+    READY,
+    UNAVAILABLE,
+    ModelNotFound,
+    ModelRepository,
+    resolve_device,
+)
 from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from models.molecule_features import (
     NUM_EDGE_FEATURES,
@@ -136,7 +142,9 @@ def test_unavailable_reason_class(
 
 
 def test_unsupported_architecture(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.repository.architecture_capabilities", lambda architecture: None)
+    monkeypatch.setattr(
+        "app.serving.repository.architecture_capabilities", lambda architecture: None
+    )
     repository = ModelRepository(repo_root, warmup=False)
     repository.load_all()
     entry = repository.get("vit", 1)
@@ -152,7 +160,7 @@ def test_a_model_without_versions(repo: ModelRepository) -> None:
 
 
 def test_failures_are_logged(repo_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.repository"):
+    with caplog.at_level(logging.INFO, logger="app.serving.repository"):
         ModelRepository(repo_root, warmup=False).load_all()
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 8  # without warm-up the NaN model is not caught

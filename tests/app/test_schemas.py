@@ -1,4 +1,4 @@
-"""Request / response schemas (app.schemas): examples, descriptions, validators."""
+"""Request / response schemas (app.api.schemas.common): examples, descriptions, validators."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from app import schemas
-from app.schemas import (
+from app.api.schemas import common as schemas
+from app.api.schemas.common import (
     GraphInput,
     InferenceRequest,
     InferenceResponse,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.security_headers import API_CSP, DOCS_CSP
+from app.core.settings import Settings
 from app.main import create_app
-from app.security_headers import API_CSP, DOCS_CSP
-from app.settings import Settings
 from tests.app.model_repo import make_repository
 
 MAX_BODY = 1000

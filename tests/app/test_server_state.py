@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.server_state import SHUTTING_DOWN, STARTING, ServerState
+from app.serving.server_state import SHUTTING_DOWN, STARTING, ServerState
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.app.started_app import started_app

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.routes.web import CONTENT_SECURITY_POLICY, WEB_DIR
+from app.core.settings import Settings
 from app.main import create_app
-from app.routes.web import CONTENT_SECURITY_POLICY, WEB_DIR
-from app.settings import Settings
 
 FILES = sorted(p.name for p in WEB_DIR.iterdir())
 SCRIPTS = [name for name in FILES if name.endswith(".js")]
