@@ -344,7 +344,7 @@ def compare_strategies(probe_s: float) -> list[dict[str, Any]]:
 
     from app.api.body_decoding import decode_infer_request
     from app.api.molecules import graphs_from_request
-    from app.api.schemas.common import MoleculeLimits, PredictRequest
+    from app.api.schemas.v1 import MoleculeLimits, PredictRequest
     from app.serving.decoder_pool import decoder_pool
 
     body = _images_body(None)

@@ -21,13 +21,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from app.api.schemas.common import (
-    TENSOR_VALUE_ERROR,
-    InferenceRequest,
-    RequestInput,
-    TensorValues,
-    validation_error_message,
-)
+from app.api.schemas.common import validation_error_message
+from app.api.schemas.tensors import TensorValues
+from app.api.schemas.v2 import TENSOR_VALUE_ERROR, InferenceRequest, RequestInput
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a JSON body (an OIP image tensor sent as
@@ -103,7 +99,7 @@ def decode_model(body: bytes, model: type[BaseModel], context: dict[str, Any]) -
 @dataclass(frozen=True)
 class DecodedTensor:
     """One input tensor of an inference request: ``values`` flat row-major
-    (:data:`app.api.schemas.common.TensorValues`)."""
+    (:data:`app.api.schemas.tensors.TensorValues`)."""
 
     name: str
     shape: list[int]

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.body_decoding import BodyError
 from app.api.molecules import InvalidGraph, InvalidTensor
-from app.api.schemas.common import LimitExceeded, validation_error_message
+from app.api.schemas.common import validation_error_message
+from app.api.schemas.v1 import LimitExceeded
 from app.api.security_headers import security_headers
 from app.core.errors import RETRY_AFTER_S, ApiError, error_response
 from app.serving.batching import RequestTimeout, Shed, ShuttingDown

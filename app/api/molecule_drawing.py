@@ -18,7 +18,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.Draw import rdMolDraw2D
 
 from app.api.molecules import InvalidGraph, featurize_input
-from app.api.schemas.common import GraphInput, MoleculeLimits
+from app.api.schemas.v1 import GraphInput, MoleculeLimits
 from models.molecule_features import MolGraph, canonical_ranks, mol_from_graph, mol_from_smiles
 
 POSITIVE = (214 / 255, 39 / 255, 40 / 255)

@@ -4,7 +4,7 @@
 :mod:`models.molecule_features`; its ValueErrors become :class:`InvalidGraph` (HTTP 422)
 whose message starts with the field path, e.g. ``graphs[2].smiles: invalid SMILES 'C1CC'``.
 
-``/v2/.../infer`` inputs (already checked by :class:`app.api.schemas.common.RequestInput` and
+``/v2/.../infer`` inputs (already checked by :class:`app.api.schemas.v2.RequestInput` and
 decoded to numpy by :mod:`app.api.body_decoding`) become model inputs here too, raising
 :class:`InvalidTensor` (HTTP 400) or :class:`InvalidTensorValue` (HTTP 422):
 
@@ -17,7 +17,7 @@ decoded to numpy by :mod:`app.api.body_decoding`) become model inputs here too, 
   checkpoint's ``value_range``, else what its preprocessing makes of 0..255 pixels). Nothing is
   resized: H and W must be multiples of the patch size.
 
-Molecules are checked against :class:`app.api.schemas.common.MoleculeLimits` with cheap, linear work
+Molecules are checked against :class:`app.api.schemas.v1.MoleculeLimits` with cheap, linear work
 (SMILES length; RDKit parsing without sanitization; atom, hydrogen and bond counts) before
 anything superlinear (sanitization, canonical ranking) runs.
 """
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from app.api.body_decoding import DecodedTensor
-from app.api.schemas.common import GraphInput, LimitExceeded, MoleculeLimits, PredictRequest
+from app.api.schemas.v1 import GraphInput, LimitExceeded, MoleculeLimits, PredictRequest
 from app.core.settings import Settings
 from app.serving.images import ImageSpec, ImageTooLarge
 from models.molecule_features import (

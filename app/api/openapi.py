@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.api.schemas.common import ErrorResponse, InferenceRequest
+from app.api.schemas.common import ErrorResponse
+from app.api.schemas.v2 import InferenceRequest
 
 RETRY_AFTER = {
     "description": "Seconds after which to try again; only on a transient 503.",

@@ -15,7 +15,7 @@ from app.api.body_decoding import (
     json_nesting_depth,
     load_json,
 )
-from app.api.schemas.common import MoleculeLimits, PredictRequest
+from app.api.schemas.v1 import MoleculeLimits, PredictRequest
 
 
 def _depth_by_parsing(document: object) -> int:

@@ -16,7 +16,7 @@ from app.api.molecule_drawing import (
     weight_colour,
 )
 from app.api.molecules import InvalidGraph
-from app.api.schemas.common import GraphInput, MoleculeLimits
+from app.api.schemas.v1 import GraphInput, MoleculeLimits
 from models.molecule_features import atom_features, featurize_smiles
 
 

@@ -20,7 +20,8 @@ from app.api.molecules import (
     images_from_tensor,
     smiles_from_tensor,
 )
-from app.api.schemas.common import GraphInput, MoleculeLimits, PredictRequest, RequestInput
+from app.api.schemas.v1 import GraphInput, MoleculeLimits, PredictRequest
+from app.api.schemas.v2 import RequestInput
 from app.serving.images import ImageSpec, ImageTooLarge, load_image
 from models.molecule_features import featurize_graph, featurize_smiles
 

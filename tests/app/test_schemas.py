@@ -1,4 +1,5 @@
-"""Request / response schemas (app.api.schemas.common): examples, descriptions, validators."""
+"""Request / response schemas (app.api.schemas: common, v1, v2, tensors): examples, descriptions,
+validators."""
 
 from __future__ import annotations
 
@@ -8,29 +9,25 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from app.api.schemas import common as schemas
-from app.api.schemas.common import (
-    GraphInput,
+from app.api.schemas import common, v1, v2
+from app.api.schemas.common import format_location, validation_error_message
+from app.api.schemas.tensors import check_tensor, flatten_data
+from app.api.schemas.v1 import GraphInput, LimitExceeded, MoleculeLimits, PredictRequest
+from app.api.schemas.v2 import (
     InferenceRequest,
     InferenceResponse,
-    LimitExceeded,
-    MoleculeLimits,
-    PredictRequest,
     RequestInput,
     ResponseOutput,
     TensorMetadata,
-    check_tensor,
-    flatten_data,
-    format_location,
-    validation_error_message,
 )
 
 MODELS = [
     cls
-    for _, cls in inspect.getmembers(schemas, inspect.isclass)
+    for module in (common, v1, v2)
+    for _, cls in inspect.getmembers(module, inspect.isclass)
     if issubclass(cls, BaseModel)
-    and cls.__module__ == schemas.__name__
-    and cls is not schemas._Schema
+    and cls.__module__ == module.__name__
+    and cls is not common._Schema
 ]
 
 
@@ -64,7 +61,7 @@ def test_openapi_components_describe_every_field():
 
     api = FastAPI()
 
-    @api.post("/predict", response_model=schemas.PredictResponse)
+    @api.post("/predict", response_model=v1.PredictResponse)
     def predict(body: PredictRequest) -> dict:  # pragma: no cover - never called
         return {}
 
@@ -127,8 +124,8 @@ def test_atom_and_bond_numbers_are_bounded(graph: dict, expected: str):
 def test_schema_bounds_equal_the_featurizer_bounds():
     from models import molecule_features
 
-    assert schemas.MAX_ABS_CHARGE == molecule_features.MAX_ABS_CHARGE
-    assert schemas.MAX_ATOM_HYDROGENS == molecule_features.MAX_ATOM_HYDROGENS
+    assert v1.MAX_ABS_CHARGE == molecule_features.MAX_ABS_CHARGE
+    assert v1.MAX_ATOM_HYDROGENS == molecule_features.MAX_ATOM_HYDROGENS
 
 
 def test_predict_request_limits():
@@ -233,4 +230,4 @@ def test_error_locations():
     errors = [{"loc": ("graphs", i), "msg": f"Value error, bad {i}"} for i in range(7)]
     message = validation_error_message(errors, limit=2)
     assert message == "graphs[0]: bad 0; graphs[1]: bad 1; ... and 5 more"
-    assert schemas.ErrorResponse(error=message).model_dump(exclude_none=True) == {"error": message}
+    assert common.ErrorResponse(error=message).model_dump(exclude_none=True) == {"error": message}

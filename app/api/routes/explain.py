@@ -20,13 +20,7 @@ from app.api.molecules import molecule_limits
 from app.api.openapi import error_responses
 from app.api.routes.common import ModelName, VersionQuery, find_runtime, inflight, resolve_path
 from app.api.routes.v1 import CLASSIFY_BODY, _labels, _ranked, _read_image
-from app.api.schemas.common import (
-    GraphInput,
-    ImageSize,
-    RegressionValue,
-    Timings,
-    validation_error_message,
-)
+from app.api.schemas.common import ImageSize, Timings, validation_error_message
 from app.api.schemas.explain import (
     AtomContribution,
     DrawRequest,
@@ -35,6 +29,7 @@ from app.api.schemas.explain import (
     ImageExplanation,
     MoleculeExplanation,
 )
+from app.api.schemas.v1 import GraphInput, RegressionValue
 from app.core.errors import ApiError
 from app.core.settings import Settings
 from app.engine.client import RemoteRuntime

@@ -31,16 +31,14 @@ from app.api.routes.common import (
     padded_image_size,
 )
 from app.api.routes.decoded_body import DecodedBodyRoute
-from app.api.schemas.common import (
+from app.api.schemas.common import ImageSize, Prediction, Timings
+from app.api.schemas.v1 import (
     ClassifyResponse,
-    ImageSize,
     ModelList,
     ModelSummary,
-    Prediction,
     PredictRequest,
     PredictResponse,
     RegressionValue,
-    Timings,
 )
 from app.core.errors import ApiError
 from app.serving import backends

@@ -39,8 +39,8 @@ from app.api.routes.common import (
     image_size,
     inflight,
 )
-from app.api.schemas.common import (
-    PATHS,
+from app.api.schemas.common import PATHS
+from app.api.schemas.v2 import (
     InferenceResponse,
     Liveness,
     ModelMetadata,

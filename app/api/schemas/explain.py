@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas.common import GraphInput, ImageSize, Prediction, RegressionValue, Timings
+from app.api.schemas.common import ImageSize, Prediction, Timings
+from app.api.schemas.v1 import GraphInput, RegressionValue
 
 METHODS = ("gradient_x_input", "integrated_gradients")
 Method = Literal["gradient_x_input", "integrated_gradients"]
