@@ -63,7 +63,7 @@ def start_up_objects_frozen() -> Iterator[None]:
     out of the collected generations, a full garbage collection no longer traverses them.
     Such a collection holds the GIL, so the event loop, for its whole length: on the 2-core
     test machine one during the largest legal infer body took 140 ms of CPU (480 ms under
-    load), frozen a few ms (tests/app/test_liveness.py). No collection first: it would stall
+    load), frozen a few ms (tests/app/api/test_liveness.py). No collection first: it would stall
     the loop as long, once, and start-up leaves little cyclic garbage."""
     gc.freeze()
     try:

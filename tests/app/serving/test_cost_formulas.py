@@ -28,7 +28,7 @@ from models.molecule_features import (
 from models.registry import create_model
 from plstm_core.ops.workspace import release_scratch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "model_repository" / "arrow-pointing" / "1"
 MEMORY_FACTOR = 2.5
 """Largest ratio between predicted and measured peak memory (either way) on tiny models."""

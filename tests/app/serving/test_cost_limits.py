@@ -23,7 +23,7 @@ from app.serving.cost_limits import CostLimitExceeded, check_tokens, choose_path
 from app.serving.cost_profile import CostProfile
 from app.serving.repository import READY, ModelEntry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "model_repository"
 ARROW = SHIPPED / "arrow-pointing" / "1"
 GIB = 2**30

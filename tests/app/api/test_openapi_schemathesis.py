@@ -22,7 +22,7 @@ from tests.app.real_server import running_server
 
 pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API_KEY = "schemathesis-key"
 MIN_CASES = 1000
 RUN_TIMEOUT_S = 300

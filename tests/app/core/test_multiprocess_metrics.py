@@ -18,7 +18,7 @@ from app.core.multiprocess_metrics import (
     worker_metrics_directory,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # One worker: records `n` requests of status `status`, one of them still in flight, and the
 # model info; then prints its pid. With RENDER set it prints its own /metrics body instead.

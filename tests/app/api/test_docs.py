@@ -17,7 +17,7 @@ from app.core.settings import Settings
 from app.main import create_app
 from tests.app.model_repo import make_repository
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PAGES = ["/docs", "/redoc"]
 KEY = {"X-API-Key": "d0cs"}
 ASSET = re.compile(r'(?:src|href|spec-url|data-openapi-url)="([^"]+)"')

@@ -106,7 +106,7 @@ def test_inline_scripts_are_refused_by_the_policy() -> None:
 
 
 def test_the_page_files_are_package_data() -> None:
-    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text()
     patterns = re.search(r"app = \[([^\]]*)\]", pyproject).group(1)
     suffixes = {p.strip().strip('"').removeprefix("web/*") for p in patterns.split(",")}
     assert {Path(name).suffix for name in FILES} <= suffixes

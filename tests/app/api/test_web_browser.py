@@ -261,7 +261,7 @@ def test_the_page_works_under_a_path_prefix(page: Any, server: str) -> None:
 
 def test_screenshots_are_committed() -> None:
     """scripts/screenshots.py made them with the same set-up."""
-    shots = Path(__file__).resolve().parents[2] / "docs" / "web"
+    shots = Path(__file__).resolve().parents[3] / "docs" / "web"
     names = sorted(p.name for p in shots.glob("*.png"))
     assert names == [
         "api-key.png",

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from app.core.settings import Settings
 from app.main import create_app
 from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from tests.app.engine.test_engine_inprocess import app_client, engine
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.app.started_app import started_app
-from tests.app.test_engine_inprocess import app_client, engine
 
 PNG = {"content-type": "image/png"}
 SMILES = {"inputs": [{"name": "smiles", "shape": [1], "datatype": "BYTES", "data": ["CCO"]}]}

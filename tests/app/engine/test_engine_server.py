@@ -27,7 +27,7 @@ from app.engine.client import ENGINE_UNAVAILABLE
 from app.main import create_app
 from tests.app.model_repo import IMG, make_repository, mixed_requests, png_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 60.0
 WAIT_S = 20.0
 PNG = {"content-type": "image/png"}
