@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from app.api.schemas.common import validation_error_message
 from app.api.schemas.tensors import TensorValues
 from app.api.schemas.v2 import TENSOR_VALUE_ERROR, InferenceRequest, RequestInput
+from app.core.errors import ApiError
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a JSON body (an OIP image tensor sent as
@@ -41,13 +42,12 @@ _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
 
 
-class BodyError(ValueError):
+class BodyError(ApiError, ValueError):
     """A body that cannot be decoded: ``status_code`` is the HTTP answer."""
 
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(status_code, message)
-        self.status_code = status_code
-        self.message = message
+        self.args = (status_code, message)
 
     def __str__(self) -> str:
         return self.message

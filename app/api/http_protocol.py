@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from app.api.security_headers import security_headers
+from app.core.errors import ApiError
 from app.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -41,14 +42,9 @@ HEADER_LINE_OVERHEAD = 4
 BUSY_MESSAGE = "server busy: too many open connections"
 
 
-class HeadRejected(Exception):
+class HeadRejected(ApiError):
     """Raised from a parser callback to stop parsing a head over a limit (answered
-    ``status``)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    ``status_code`` by the protocol itself, before any application runs)."""
 
 
 def error_bytes(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -141,7 +137,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 logger.info("invalid HTTP request from %s: %s", self.client, exc)
                 self._refuse(400, "invalid HTTP request")
             else:
-                self._refuse(rejected.status, rejected.message)
+                self._refuse(rejected.status_code, rejected.message)
             return
         # timers only for what this chunk left unfinished (most requests come whole); bytes
         # that begin no message yet (blank lines) count as a head too

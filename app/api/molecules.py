@@ -32,6 +32,7 @@ import torch
 
 from app.api.body_decoding import DecodedTensor
 from app.api.schemas.v1 import GraphInput, LimitExceeded, MoleculeLimits, PredictRequest
+from app.core.errors import ApiError
 from app.core.settings import Settings
 from app.serving.images import ImageSpec, ImageTooLarge
 from models.molecule_features import (
@@ -60,24 +61,22 @@ from the event loop; up to this work one RDKit call takes some 30 ms at most."""
 _GRAPH_FIELDS = ("atoms[", "bonds[", "atoms:", "bonds:", "atoms/bonds:")
 
 
-class InvalidGraph(ValueError):
+class InvalidGraph(ApiError, ValueError):
     """A request graph cannot be featurized or is too large (HTTP 422)."""
 
     status_code = 422
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status_code, message)
 
 
-class InvalidTensor(ValueError):
+class InvalidTensor(ApiError, ValueError):
     """An inference-protocol input tensor does not fit the model (HTTP 400)."""
 
     status_code = 400
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status_code, message)
 
 
 class InvalidTensorValue(InvalidTensor):

@@ -181,7 +181,15 @@ class EngineInternalError(RuntimeError):
 
 
 def error_meta(exc: BaseException) -> dict[str, Any]:
-    """The ``ERROR`` meta of a batcher or model exception."""
+    """The ``ERROR`` meta of a batcher or model exception. The batcher's errors cross as
+    their own types (members of the :class:`ApiError` family too, checked first), every other
+    member of the family as its status, message and headers."""
+    for name, cls in _BATCHER_ERRORS.items():
+        if isinstance(exc, cls):
+            meta = {"type": name, "message": str(exc)}
+            if isinstance(exc, Shed):
+                meta["retry_after"] = exc.retry_after
+            return meta
     if isinstance(exc, ApiError):  # InferenceFailed and every other answer with a status
         return {
             "type": "api",
@@ -189,12 +197,6 @@ def error_meta(exc: BaseException) -> dict[str, Any]:
             "message": exc.message,
             "headers": exc.headers,
         }
-    for name, cls in _BATCHER_ERRORS.items():
-        if isinstance(exc, cls):
-            meta = {"type": name, "message": str(exc)}
-            if isinstance(exc, Shed):
-                meta["retry_after"] = exc.retry_after
-            return meta
     return {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 

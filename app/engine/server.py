@@ -50,7 +50,7 @@ from app.engine.protocol import (
     graphs_from_tensors,
     read_message,
 )
-from app.serving.batching import Deadline, RequestTimeout, Shed, ShuttingDown
+from app.serving.batching import Deadline
 from app.serving.explanations import Explainers, ExplainRequest
 from app.serving.inference import ModelRuntime, build_runtimes
 from app.serving.repository import ModelRepository, build_repository
@@ -60,7 +60,8 @@ logger = logging.getLogger("app.engine.server")  # also when run as __main__
 PARENT_POLL_S = 0.5
 DISCONNECT_GRACE_S = 10.0
 """Added to ``request_timeout_s``: how long a SIGTERM waits for the workers to disconnect."""
-_EXPECTED = (ApiError, Shed, ShuttingDown, RequestTimeout)
+_EXPECTED = ApiError
+"""Answers, not faults: the error family (shedding, draining, timeouts included)."""
 
 
 class _Connection:

@@ -32,6 +32,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from app.core.errors import ApiError
+
 ADMIT_FRACTION = 0.5
 """Share of the time left to a deadline that the expected wait may fill: the rest absorbs the
 error of the estimate (the drain rate of a busy machine swings by tens of percent within
@@ -62,12 +64,17 @@ class Deadline:
         return self.at - (time.perf_counter() if now is None else now)
 
 
-class Shed(Exception):
-    """A request refused for load (503); ``retry_after`` in whole seconds (at least 1)."""
+class Shed(ApiError):
+    """A request refused for load (503 ``server busy: ...``); ``retry_after`` in whole seconds
+    (at least 1), sent as ``Retry-After``. ``str()`` is the reason without the prefix."""
+
+    status_code = 503
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
         self.retry_after = max(1, int(retry_after))
+        headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(self.status_code, f"server busy: {message}", headers)
+        self.args = (message,)
 
 
 class QueueFull(Shed):

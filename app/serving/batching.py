@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.core.errors import RETRY_AFTER_S, ApiError
 from app.core.metrics import Metrics
 from app.serving.admission import (
     ADMIT_FRACTION,
@@ -61,12 +62,24 @@ __all__ = [
 ]
 
 
-class ShuttingDown(Exception):
-    """The batcher is draining and accepts nothing new (answer 503)."""
+class ShuttingDown(ApiError):
+    """The batcher is draining and accepts nothing new (answer 503 with Retry-After)."""
+
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.status_code, message, {"Retry-After": str(RETRY_AFTER_S)})
 
 
-class RequestTimeout(asyncio.TimeoutError):
-    """The item's result did not arrive within its timeout (answer 504)."""
+class RequestTimeout(ApiError, asyncio.TimeoutError):
+    """The item's result did not arrive within its timeout (answer 504 ``request timed out:
+    ...``). ``str()`` is the reason without the prefix."""
+
+    status_code = 504
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.status_code, f"request timed out: {message}")
+        self.args = (message,)
 
 
 @dataclass(eq=False)

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 
+from app.core.errors import ApiError
 from app.serving.decoder_worker import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -45,14 +46,13 @@ WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-class DecoderFailed(Exception):
+class DecoderFailed(ApiError):
     """A decoder process died or failed while decoding a request (HTTP 503)."""
 
     status_code = 503
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status_code, message)
 
 
 class _Worker:

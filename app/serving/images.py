@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.core.errors import ApiError
 from models.input_spec import native_image_size
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
@@ -54,14 +55,13 @@ WHITE = 255
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-class ImageError(ValueError):
+class ImageError(ApiError, ValueError):
     """A client's image cannot be used; ``status_code`` is the HTTP answer."""
 
     status_code = 400
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status_code, message)
 
 
 class CorruptImage(ImageError):

@@ -9,6 +9,10 @@ is reported the same way, with :data:`NO_VERSIONS`.
 
 from __future__ import annotations
 
+from typing import Any
+
+from app.core.errors import ApiError
+
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 
@@ -48,16 +52,21 @@ UNAVAILABLE_REASONS = (
 )
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(ApiError):
     """Model ``name`` (``version``; None for a model without versions) cannot serve, and will
     not until the server restarts: answered 503 without Retry-After, naming ``reason``."""
+
+    status_code = 503
 
     def __init__(self, name: str, version: int | None, reason: str) -> None:
         self.name = name
         self.version = version
         self.reason = reason
         what = f"model {name!r}" if version is None else f"model {name!r} version {version}"
-        super().__init__(f"{what} is unavailable: {reason}")
+        super().__init__(self.status_code, f"{what} is unavailable: {reason}")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "reason": self.reason}
 
     def __str__(self) -> str:
         return str(self.args[0])

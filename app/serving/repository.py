@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.core.errors import ApiError
 from app.core.settings import Settings
 from app.serving import backends
 from app.serving.cost_calibration import build_cost_profile
@@ -85,14 +86,16 @@ CHECKPOINT_REASONS = {
 """The reason class of each :class:`models.checkpoint.CheckpointError` problem."""
 
 
-class ModelNotFound(KeyError):
-    """No such model, or no such version of it."""
+class ModelNotFound(ApiError, KeyError):
+    """No such model, or no such version of it (404)."""
+
+    status_code = 404
 
     def __init__(self, name: str, version: int | None = None) -> None:
         self.name = name
         self.version = version
         what = f"model {name!r}" if version is None else f"model {name!r} version {version}"
-        super().__init__(f"{what} not found")
+        super().__init__(self.status_code, f"{what} not found")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -37,16 +37,16 @@ from app.api.schemas.common import (
     _example,
     _Schema,
 )
+from app.core.errors import ApiError
 
 
-class LimitExceeded(ValueError):
+class LimitExceeded(ApiError, ValueError):
     """A request is larger than the server allows; ``status_code`` is the HTTP answer."""
 
     status_code = 422
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.status_code, message)
 
 
 MAX_ABS_CHARGE = 8
