@@ -127,10 +127,7 @@ def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tensor:
-    """images ``[B,3,H,W]`` float (H, W multiples of the patch size) → logits ``[B,C]``
-    float32 on the CPU, computed by ``path`` (resolved with :func:`resolve_path`)."""
-    model = _loaded_model(entry)
+def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         got = (
             f"{images.dtype} {tuple(images.shape)}"
@@ -140,11 +137,28 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
         raise ValueError(f"images must be a float tensor [B,C,H,W], got {got}")
     if images.shape[0] == 0:
         raise ValueError("images: the batch is empty")
+
+
+def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tensor:
+    """images ``[B,3,H,W]`` float (H, W multiples of the patch size) → logits ``[B,C]``
+    float32 on the CPU, computed by ``path`` (resolved with :func:`resolve_path`, so ``auto``
+    is taken). For a path already resolved, :func:`forward_images`."""
+    _loaded_model(entry)
+    _check_images(images)
     tokens = image_tokens(entry, images.shape[2], images.shape[3])
     path = resolve_path(entry, path, tokens, size=(images.shape[2], images.shape[3]))
+    return forward_images(entry, images, path)
+
+
+def forward_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tensor:
+    """:func:`run_images` on ``path`` as :func:`resolve_path` (or the cost limits) gave it
+    for these images: the batches of a request's path, resolved once by its route."""
+    model = _loaded_model(entry)
+    _check_images(images)
     if path == "onnx":
         with entry.lock:
             return run_image_session(entry.onnx_session, images)
+    tokens = image_tokens(entry, images.shape[2], images.shape[3])
     with entry.lock, torch.inference_mode():
         use_method(model, path)
         x = images.to(entry.device, dtype=_model_dtype(model))
@@ -155,7 +169,23 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
 
 def run_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torch.Tensor:
     """A list of G graphs → outputs ``[G,C]`` float32 on the CPU (logits, or regression
-    values), computed by ``path``. ValueError naming the graph whose features do not fit."""
+    values), computed by ``path`` (resolved with :func:`resolve_path`, so ``auto`` is taken).
+    ValueError naming the graph whose features do not fit. For a path already resolved,
+    :func:`forward_graphs`."""
+    graphs = _checked_graphs(entry, graphs)
+    path = resolve_path(entry, path, sum(g.num_nodes for g in graphs))
+    return _forward_graphs(entry, graphs, path)
+
+
+def forward_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torch.Tensor:
+    """:func:`run_graphs` on ``path`` as :func:`resolve_path` (or the cost limits) gave it
+    for these graphs: the batches of a request's path, resolved once by its route."""
+    return _forward_graphs(entry, _checked_graphs(entry, graphs), path)
+
+
+def _checked_graphs(entry: ModelEntry, graphs: Sequence[MolGraph]) -> Sequence[MolGraph]:
+    """``graphs`` as the model takes them (without bond features when it ignores them);
+    ValueError naming the graph whose features do not fit."""
     model = _loaded_model(entry)
     if len(graphs) == 0:
         raise ValueError("graphs: empty list")
@@ -174,7 +204,11 @@ def run_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torc
             )
     if model.num_edge_features == 0:  # the model ignores bonds' features: batch without them
         graphs = [MolGraph(g.x, g.edge_index, g.x.new_zeros(g.num_edges, 0)) for g in graphs]
-    path = resolve_path(entry, path, sum(g.num_nodes for g in graphs))
+    return graphs
+
+
+def _forward_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) -> torch.Tensor:
+    model = _loaded_model(entry)
     x, edge_index, edge_attr, batch = batch_graphs(graphs)
     if path == "onnx":
         return _run_onnx_graphs(entry, x, edge_index, edge_attr, batch, len(graphs))

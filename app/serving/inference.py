@@ -110,10 +110,10 @@ class ModelRuntime:
     def _call(self, path: str, items: Sequence[Any]) -> list[torch.Tensor]:
         """Run ``items`` as one model call; one output per item."""
         if self.entry.kind == "image":
-            logits = backends.run_images(self.entry, torch.stack(list(items)), path)
+            logits = backends.forward_images(self.entry, torch.stack(list(items)), path)
             return list(logits.unbind(0))
         graphs = [g for item in items for g in item]
-        outputs = backends.run_graphs(self.entry, graphs, path)
+        outputs = backends.forward_graphs(self.entry, graphs, path)
         return list(outputs.split([len(item) for item in items]))
 
     def _timed(self, path: str, items: Sequence[Any]) -> list[tuple[torch.Tensor, float]]:
@@ -163,8 +163,8 @@ class ModelRuntime:
     async def classify(
         self, image: torch.Tensor, path: str, deadline: Deadline | None = None
     ) -> Outcome:
-        """image ``[C,H,W]`` model input, explicit ``path`` → logits ``[C]``; ``deadline``
-        default: ``request_timeout_s`` from now."""
+        """image ``[C,H,W]`` model input, explicit ``path`` (as the route resolved it: not
+        resolved again) → logits ``[C]``; ``deadline`` default: ``request_timeout_s`` from now."""
         c, h, w = image.shape
         size = None
         if self.entry.cost is not None:
