@@ -1,6 +1,6 @@
 """FastAPI dependencies (async: plain functions would each cost a thread-pool hop per request):
-the app's settings, repository, metrics, model runtimes and engine connection, and the
-optional API key check (``PLSTM_API_KEY``)."""
+the app's settings, repository, metrics, server state (:class:`ServerState`), model runtimes
+and engine connection, and the optional API key check (``PLSTM_API_KEY``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.core.settings import Settings
 from app.engine.client import EngineClient, RemoteRuntime
 from app.serving.inference import ModelRuntime
 from app.serving.repository import ModelRepository
+from app.serving.server_state import ServerState
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -28,6 +29,11 @@ async def get_repository(request: Request) -> ModelRepository:
 
 async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
+
+
+async def get_server_state(request: Request) -> ServerState:
+    """The server's life as the lifespans write it: ready, draining, the runtimes."""
+    return request.app.state.server
 
 
 async def get_runtimes(
@@ -46,6 +52,7 @@ async def get_engine(request: Request) -> EngineClient | None:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServerStateDep = Annotated[ServerState, Depends(get_server_state)]
 RuntimesDep = Annotated[
     dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime],
     Depends(get_runtimes),

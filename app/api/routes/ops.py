@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from app.api.dependencies import EngineDep, MetricsDep, RepositoryDep
+from app.api.dependencies import EngineDep, MetricsDep, RepositoryDep, ServerStateDep
 from app.api.openapi import error_responses
 from app.api.schemas.common import EngineState, Health, VersionState
-from app.serving.server_state import ServerState
 
 router = APIRouter(tags=["ops"])
 
@@ -46,8 +45,7 @@ async def metrics(metrics: MetricsDep, engine: EngineDep) -> Response:
     summary="Liveness with the state of every model version",
     responses=error_responses(431, 503),
 )
-async def healthz(request: Request, repository: RepositoryDep, engine: EngineDep) -> Health:
-    server: ServerState = request.app.state.server
+async def healthz(server: ServerStateDep, repository: RepositoryDep, engine: EngineDep) -> Health:
     models = {
         f"{e.name}/{e.version}": VersionState(state=e.state, reason=e.reason)  # type: ignore[arg-type]
         for e in repository.entries()

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from app.api.body_decoding import DecodedInferRequest, decode_infer_request
-from app.api.dependencies import ApiKey, RepositoryDep, SettingsDep
+from app.api.dependencies import ApiKey, RepositoryDep, ServerStateDep, SettingsDep
 from app.api.molecules import (
     INLINE_MOLECULE_WORK,
     check_tensor_smiles,
@@ -59,7 +59,6 @@ from app.serving.decoder_pool import decode_body, run_heavy
 from app.serving.inference import Outcome
 from app.serving.model_state import ModelUnavailable
 from app.serving.repository import ModelEntry, ModelRepository
-from app.serving.server_state import ServerState
 
 PLATFORM = "pytorch"
 BINARY_HEADER = "inference-header-content-length"
@@ -157,8 +156,7 @@ async def live() -> Liveness:
     summary="Server readiness",
     responses=error_responses(503),
 )
-async def ready(request: Request) -> Readiness | JSONResponse:
-    server: ServerState = request.app.state.server
+async def ready(server: ServerStateDep) -> Readiness | JSONResponse:
     refusal = server.refusal()
     if refusal is not None:
         return error_response(503, refusal, {"Retry-After": str(RETRY_AFTER_S)})
