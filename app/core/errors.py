@@ -16,15 +16,17 @@ past its deadline → 504. Anything else is a server fault: logged with its trac
 A subclass with a fixed status sets the class attribute ``status_code`` and passes it on;
 one whose answer carries more than ``{"error": message}`` overrides :meth:`ApiError.body`.
 Members of the family pickle whatever their constructor (the decoder processes send theirs
-back to the server, :mod:`app.serving.decoder_worker`).
+back to the server, :mod:`app.serving.decoder_worker`). This module imports the web framework
+only when it builds an answer: the decoder processes import it, and start faster without.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi.responses import JSONResponse
+if TYPE_CHECKING:
+    from fastapi.responses import JSONResponse
 
 RETRY_AFTER_S = 1
 
@@ -57,6 +59,8 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         """The whole answer: :meth:`body` with ``status_code`` and ``headers``."""
+        from fastapi.responses import JSONResponse
+
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -67,6 +71,8 @@ def error_response(
     status_code: int, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """``{"error": message}`` with ``status_code``."""
+    from fastapi.responses import JSONResponse
+
     return JSONResponse({"error": message}, status_code=status_code, headers=dict(headers or {}))
 
 
