@@ -2,13 +2,13 @@
 
 Flags override the ``PLSTM_*`` environment variables (they are written into the environment
 before the server starts, so every worker process sees them); everything else comes from the
-environment (:class:`app.settings.Settings`). uvicorn runs the hardened HTTP protocol of
-:mod:`app.http_protocol` (header limits, read and idle timeouts, a connection limit); on SIGTERM
-each worker drains (:mod:`app.draining`: new requests get 503 while those in flight finish)
+environment (:class:`app.core.settings.Settings`). uvicorn runs the hardened HTTP protocol of
+:mod:`app.api.http_protocol` (header limits, read and idle timeouts, a connection limit); on SIGTERM
+each worker drains (:mod:`app.serving.draining`: new requests get 503 while those in flight finish)
 before uvicorn stops it. In process mode (``--engine``, see
-:mod:`app.engine_launcher`) the engine process is started before uvicorn and stopped after it;
+:mod:`app.engine.launcher`) the engine process is started before uvicorn and stopped after it;
 with several workers their metrics are summed through shared files
-(:mod:`app.multiprocess_metrics`).
+(:mod:`app.core.multiprocess_metrics`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.draining import drain_timeout_s
-from app.settings import LOG_LEVELS, Settings, get_settings
+from app.core.settings import LOG_LEVELS, Settings, get_settings
+from app.serving.draining import drain_timeout_s
 
 FLAG_SETTINGS = ("host", "port", "workers", "engine", "model_repository", "device", "log_level")
-HTTP_PROTOCOL = "app.http_protocol:HardenedHttpToolsProtocol"
+HTTP_PROTOCOL = "app.api.http_protocol:HardenedHttpToolsProtocol"
 
 
 def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
@@ -61,8 +61,8 @@ def build_parser(prog: str = "python -m app.cli") -> argparse.ArgumentParser:
 
 def create_logged_app() -> FastAPI:
     """The uvicorn app factory: JSON logging, then :func:`app.main.create_app`."""
-    from app.engine_launcher import PID_ENV, SOCKET_ENV
-    from app.logging import configure_logging
+    from app.core.logging import configure_logging
+    from app.engine.launcher import PID_ENV, SOCKET_ENV
     from app.main import create_app
 
     settings = get_settings()
@@ -92,9 +92,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
-    from app.engine_launcher import PID_ENV, SOCKET_ENV, EngineProcess, engine_mode
-    from app.logging import configure_logging
-    from app.multiprocess_metrics import worker_metrics_directory
+    from app.core.logging import configure_logging
+    from app.core.multiprocess_metrics import worker_metrics_directory
+    from app.engine.launcher import PID_ENV, SOCKET_ENV, EngineProcess, engine_mode
 
     configure_logging(settings.log_level)
     os.environ.pop(SOCKET_ENV, None)

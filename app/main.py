@@ -2,18 +2,18 @@
 
 Start-up (lifespan): the model repository is loaded and warmed up in a worker thread (the
 event loop stays free, so ``/v2/health/live`` answers meanwhile), model info and evaluation
-metrics are exported, and every READY version gets a :class:`app.inference.ModelRuntime`
+metrics are exported, and every READY version gets a :class:`app.serving.inference.ModelRuntime`
 with its own batcher; then the server reports ready, and the objects alive at that point are
 frozen out of garbage collection (:func:`start_up_objects_frozen`). On SIGTERM (``plstm
-serve``) new requests get 503 until those in flight are answered (:mod:`app.draining`); then
+serve``) new requests get 503 until those in flight are answered (:mod:`app.serving.draining`); then
 uvicorn runs the shutdown: the server reports not ready and every batcher drains (queued work
 finishes, new work gets 503).
 
-Every answer carries security headers (:mod:`app.security_headers`); the documentation pages
-and their assets are served from the package (:mod:`app.docs`).
+Every answer carries security headers (:mod:`app.api.security_headers`); the documentation pages
+and their assets are served from the package (:mod:`app.api.docs`).
 
 With ``engine_socket`` (process mode, ``PLSTM_ENGINE=process``) the models live in the engine
-process instead: the lifespan is :func:`app.engine_client.engine_lifespan` and the runtimes
+process instead: the lifespan is :func:`app.engine.client.engine_lifespan` and the runtimes
 forward requests to the engine's batchers.
 """
 
@@ -30,22 +30,22 @@ from importlib.metadata import PackageNotFoundError, version
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app.docs import install_docs
-from app.draining import Drain, DrainMiddleware, drain_timeout_s, draining_on_signals
-from app.engine_client import EngineClient, RemoteRuntimes, engine_lifespan
-from app.engine_entries import RemoteRepository
-from app.errors import install_error_handlers
-from app.explanations import Explainers
-from app.inference import build_runtimes
-from app.logging import RequestIdMiddleware, install_request_id_factory
-from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.openapi import install_openapi
-from app.repository import ModelRepository
-from app.routes import explain, ops, v1, v2, web
-from app.security_headers import SecurityHeadersMiddleware
-from app.server_state import ServerState
-from app.settings import Settings, get_settings
+from app.api.docs import install_docs
+from app.api.error_handlers import install_error_handlers
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.openapi import install_openapi
+from app.api.routes import explain, ops, v1, v2, web
+from app.api.security_headers import SecurityHeadersMiddleware
+from app.core.logging import RequestIdMiddleware, install_request_id_factory
+from app.core.metrics import Metrics
+from app.core.settings import Settings, get_settings
+from app.engine.client import EngineClient, RemoteRuntimes, engine_lifespan
+from app.engine.entries import RemoteRepository
+from app.serving.draining import Drain, DrainMiddleware, drain_timeout_s, draining_on_signals
+from app.serving.explanations import Explainers
+from app.serving.inference import build_runtimes
+from app.serving.repository import ModelRepository, build_repository
+from app.serving.server_state import ServerState
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def start_up_objects_frozen() -> Iterator[None]:
     out of the collected generations, a full garbage collection no longer traverses them.
     Such a collection holds the GIL, so the event loop, for its whole length: on the 2-core
     test machine one during the largest legal infer body took 140 ms of CPU (480 ms under
-    load), frozen a few ms (tests/app/test_liveness.py). No collection first: it would stall
+    load), frozen a few ms (tests/app/api/test_liveness.py). No collection first: it would stall
     the loop as long, once, and start-up leaves little cyclic garbage."""
     gc.freeze()
     try:
@@ -111,21 +111,6 @@ async def inline_lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("drained")
 
 
-def build_repository(settings: Settings) -> ModelRepository:
-    """The (not yet loaded) repository ``settings`` describe; ValueError when the configured
-    device does not exist here."""
-    return ModelRepository(
-        settings.model_repository,
-        settings.device,
-        warmup=settings.warmup,
-        onnx=settings.onnx,
-        onnx_max_graph_nodes=settings.max_atoms,
-        cuda_graphs=settings.cuda_graphs,
-        max_batch_size=settings.max_batch_size,
-        max_request_memory_mb=settings.max_request_memory_mb,
-    )
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -133,11 +118,11 @@ def create_app(
     engine_pid: int | None = None,
     drain_on_signals: bool = False,
 ) -> FastAPI:
-    """The server app for ``settings`` (default: :func:`app.settings.get_settings`).
+    """The server app for ``settings`` (default: :func:`app.core.settings.get_settings`).
     ValueError when the configured device does not exist here. With ``engine_socket`` the
     models run in the engine process (id ``engine_pid``, if known) listening there
-    (:mod:`app.engine`). ``drain_on_signals``: SIGTERM / SIGINT drain the HTTP requests
-    before uvicorn sees them (``plstm serve``; :mod:`app.draining`)."""
+    (:mod:`app.engine.server`). ``drain_on_signals``: SIGTERM / SIGINT drain the HTTP requests
+    before uvicorn sees them (``plstm serve``; :mod:`app.serving.draining`)."""
     settings = get_settings() if settings is None else settings
     install_request_id_factory()
     app = FastAPI(

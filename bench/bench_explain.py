@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from fastapi.testclient import TestClient
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ARROW_96 = (ROOT / "examples" / "arrow-pointing.png").read_bytes()

@@ -6,7 +6,7 @@ Scenarios (the reproducers of the issue): one 64 MB header; 1,000 connections ea
 the middle of a request head (slowloris); 1,000 connections each stuck in the middle of a
 body; one body sent at one byte every 2 s; 1,000 connections that send nothing. (A client
 still sending its 64 MB when the server answers 431 and closes sees the connection reset; one
-that reads while it sends gets the 431: ``tests/app/test_http_protocol.py``.)
+that reads while it sends gets the 431: ``tests/app/api/test_http_protocol.py``.)
 
     python bench/bench_http_abuse.py
 """

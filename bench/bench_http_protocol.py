@@ -1,5 +1,5 @@
 """Requests per second of the server's HTTP layer with each uvicorn protocol: stock httptools,
-the hardened httptools subclass ``plstm serve`` runs (:mod:`app.http_protocol`) and h11.
+the hardened httptools subclass ``plstm serve`` runs (:mod:`app.api.http_protocol`) and h11.
 
 Each protocol serves the app of ``plstm serve`` (tiny test models) on a free port in its own
 process; a lean asyncio client keeps ``--connections`` keep-alive connections busy with
@@ -33,7 +33,7 @@ from tests.app.real_server import free_port  # noqa: E402
 
 PROTOCOLS = {
     "httptools (stock)": "httptools",
-    "httptools (hardened, plstm serve)": "app.http_protocol:HardenedHttpToolsProtocol",
+    "httptools (hardened, plstm serve)": "app.api.http_protocol:HardenedHttpToolsProtocol",
     "h11 (stock)": "h11",
 }
 REQUEST = b"GET /v2/health/live HTTP/1.1\r\nHost: bench\r\n\r\n"

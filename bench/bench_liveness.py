@@ -342,10 +342,10 @@ def compare_strategies(probe_s: float) -> list[dict[str, Any]]:
     a whole call, so the thread frees the loop no better than running inline."""
     import anyio.to_thread
 
-    from app.body_decoding import decode_infer_request
-    from app.decoder_pool import decoder_pool
-    from app.molecules import graphs_from_request
-    from app.schemas import MoleculeLimits, PredictRequest
+    from app.api.body_decoding import decode_infer_request
+    from app.api.molecules import graphs_from_request
+    from app.api.schemas.v1 import MoleculeLimits, PredictRequest
+    from app.serving.decoder_pool import decoder_pool
 
     body = _images_body(None)
     request = PredictRequest.model_validate({"graphs": [_cage(7, 7, 10)]})

@@ -26,7 +26,7 @@ For every concurrency N (default 1, 16, 64):
 - **raw**: the model called in this process on preprocessed tensors already on the device
   (same dtype, no autocast — as the server runs it), batch size N, synchronised timing:
   samples/s and the median batch latency. The JSON also holds the time of the server's own
-  batch call (``app.backends.run_images``: host→device copy, forward, copy back).
+  batch call (``app.serving.backends.run_images``: host→device copy, forward, copy back).
 
 Before loading them, one image is classified by each server and compared with the raw model's
 probabilities (``check`` in the JSON). A markdown table goes to stdout and
@@ -64,11 +64,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
     sys.path.insert(0, str(_ROOT))
 
-from app import backends  # noqa: E402
-from app.backends import image_tokens  # noqa: E402
-from app.cuda_graphs import InferenceGraphs  # noqa: E402
-from app.images import ImageSpec, load_image  # noqa: E402
-from app.repository import ModelEntry, ModelRepository, resolve_device  # noqa: E402
+from app.serving import backends  # noqa: E402
+from app.serving.backends import image_tokens  # noqa: E402
+from app.serving.cuda_graphs import InferenceGraphs  # noqa: E402
+from app.serving.images import ImageSpec, load_image  # noqa: E402
+from app.serving.repository import ModelEntry, ModelRepository, resolve_device  # noqa: E402
 from models.checkpoint import CONFIG_FILE, save_checkpoint  # noqa: E402
 from models.image_spec import grayscale_image_spec  # noqa: E402
 from models.registry import create_model  # noqa: E402

@@ -235,9 +235,9 @@ def shipped_parity(device: torch.device) -> list[dict]:
 
 def server_graphs(device: torch.device) -> list[dict]:
     """The shipped arrow model as the server runs it (float32 weights, the parallel path
-    replayed from ``app.cuda_graphs.InferenceGraphs`` per batch bucket): batch-1 latency and
+    replayed from ``app.serving.cuda_graphs.InferenceGraphs`` per batch bucket): batch-1 latency and
     batch-64 images/s, fused layer against unfused."""
-    from app.cuda_graphs import InferenceGraphs
+    from app.serving.cuda_graphs import InferenceGraphs
     from models import load_checkpoint
 
     model = load_checkpoint(Path("model_repository/arrow-pointing/1"), device=device).model

@@ -1,5 +1,5 @@
-"""How well the cost model (app/cost_formulas.py, app/cost_profile.py) predicts the shipped
-models: prints markdown tables of predicted against measured peak memory and time.
+"""How well the cost model (app/serving/cost_formulas.py, app/serving/cost_profile.py) predicts the
+shipped models: prints markdown tables of predicted against measured peak memory and time.
 
 - memory: the peak of live tensors of one forward (bench/peak_memory.py) on the ``meta`` device,
   which runs the reference forms of the grid layers (as CUDA does), so sizes whose real run
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from app import backends
-from app.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
-from app.repository import ModelRepository
+from app.serving import backends
+from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
+from app.serving.repository import ModelRepository
 from bench.peak_memory import PeakMemory
 from models.registry import create_model
 from plstm_core.ops.workspace import release_scratch

@@ -3,11 +3,11 @@ endpoint that runs every request alone (batch of one, no queue, no batching).
 
 ``POST /v1/models/{name}/classify`` (raw image body) decodes and preprocesses the image, runs
 the model on it and answers the top classes as JSON; ``GET /ready`` answers 200. The model is
-loaded exactly as ``plstm serve`` loads it (:class:`app.repository.ModelRepository`:
+loaded exactly as ``plstm serve`` loads it (:class:`app.serving.repository.ModelRepository`:
 ``load_checkpoint``, sha256 check, warm-up) and run by the same call
-(:func:`app.backends.run_images`, which holds the model's lock, so model calls never overlap);
-decoding uses the server's :func:`app.images.load_image`. Only the dynamic batcher, the API
-layer (FastAPI, validation, metrics, errors) and the response schema are missing.
+(:func:`app.serving.backends.run_images`, which holds the model's lock, so model calls never
+overlap); decoding uses the server's :func:`app.serving.images.load_image`. Only the dynamic
+batcher, the API layer (FastAPI, validation, metrics, errors) and the response schema are missing.
 Usage: python3 bench/naive_server.py --repository DIR --name MODEL --port PORT [--device auto]
 """
 
@@ -28,9 +28,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e .`
     sys.path.insert(0, str(_ROOT))
 
-from app import backends  # noqa: E402
-from app.images import ImageSpec, load_image  # noqa: E402
-from app.repository import ModelEntry, ModelRepository  # noqa: E402
+from app.serving import backends  # noqa: E402
+from app.serving.images import ImageSpec, load_image  # noqa: E402
+from app.serving.repository import ModelEntry, ModelRepository  # noqa: E402
 
 TOP_K = 5
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's chromium for the browser tests of the web page
-# (tests/app/test_web_browser.py) and scripts/screenshots.py, which drive it through Playwright
+# (tests/app/api/test_web_browser.py) and scripts/screenshots.py, which drive it through Playwright
 # (PyPI playwright, in the dev extra; `playwright install`, which downloads a browser of its own,
 # is never used). Chromium needs a long list of shared libraries, so it is installed as a system
 # package with apt-get (root, as CI runs) instead of being extracted into .venv/.

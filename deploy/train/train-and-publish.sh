@@ -28,7 +28,7 @@ for arg in "$@"; do
             ;;
     esac
 done
-# the model repository's rule for model names (app/repository.py)
+# the model repository's rule for model names (app/serving/repository.py)
 if ! [[ "$model" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
     echo "invalid model name '$model': letters, digits, '_', '.', '-' (not first)" >&2
     exit 2

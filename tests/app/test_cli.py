@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 
 from app import cli
-from app.settings import get_settings
+from app.core.settings import get_settings
 from plstm_cli import main as plstm_main
 
 

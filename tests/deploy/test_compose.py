@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.deploy import dockerfile
 from tests.deploy.tools import DOCKERFILE, ENV_EXAMPLE, ROOT, compose_config, read_env_file, seconds
 from training.experiments import EXPERIMENTS

@@ -16,7 +16,7 @@ from docker.utils.build import exclude_paths
 from packaging.requirements import Requirement
 
 from app.cli import FLAG_SETTINGS, build_parser
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.deploy import dockerfile
 from tests.deploy.tools import DOCKERFILE, ROOT, compose_config, run, tool
 
@@ -256,7 +256,7 @@ def test_build_context_holds_the_project() -> None:
     if shipped.is_dir():  # the Dockerfile's build fails without it
         for path in shipped.rglob("*"):
             assert str(path.relative_to(ROOT)) in included, path
-    # the documentation pages' assets (app/docs.py): the image serves them, no CDN
+    # the documentation pages' assets (app/api/docs.py): the image serves them, no CDN
     for path in (ROOT / "app" / "static").rglob("*"):
         assert str(path.relative_to(ROOT)) in included, path
     assert not any("__pycache__" in p or p.startswith(".venv/") for p in included)

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 from app.main import create_app
-from app.metrics import Metrics
-from app.settings import Settings
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.deploy.promql import Query
 from tests.deploy.tools import DASHBOARD, GRAFANA_PROVISIONING, compose_config, run, tool

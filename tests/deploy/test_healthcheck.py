@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.deploy.tools import DEPLOY
 
 SCRIPT = DEPLOY / "healthcheck.py"

@@ -14,8 +14,8 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.app.model_repo import IMG, make_repository, png_bytes
 from tests.deploy.k8s import K8S, find, render
 from tests.deploy.promql import Query

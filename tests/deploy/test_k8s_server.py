@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.deploy.k8s import (
     K8S,
     container,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.deploy.tools import PROXY_CONFIG, compose_config, run, tool
 
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.repository import READY, ModelRepository
+from app.serving.repository import READY, ModelRepository
 from models.checkpoint import save_checkpoint
 from models.molecule_features import NUM_EDGE_FEATURES, NUM_NODE_FEATURES
 from models.registry import create_model
