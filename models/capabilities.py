@@ -17,7 +17,7 @@ class ModelCapabilities:
     """``kind``: the input, "image" (``[B,C,H,W]`` → ``[B,C']``) or "graph" (a batch of
     molecule graphs → ``[G,C']``); ``methods``: the inference methods the model computes the
     same function with, switched by ``set_method`` when there are several (the server's explicit
-    paths); ``family``: the cost formulas of ``app.cost_formulas``; ``onnx``: whether
+    paths); ``family``: the cost formulas of ``app.serving.cost_formulas``; ``onnx``: whether
     ``models.onnx_export`` can export it."""
 
     kind: str

@@ -163,8 +163,11 @@ def test_an_unavailable_path_is_a_value_error() -> None:
 # --- the reproducers, through the HTTP API -------------------------------------------------
 
 BUDGET_MB = 16
-ANSWER_S = 1.0
-"""The issue's bound: a request over a limit is answered within a second."""
+ANSWER_S = 2.0
+"""Issue 11 bounds the answer to a request over a limit at a second on the server
+(docs/benchmarks/cost_limits_cpu2.md measures 0.02-0.8 s); the test allows twice that, since
+CI runs it beside another test process on two cores (once measured at 1.3 s there). Before the
+limits the same requests took minutes or 15 GB."""
 RSS_GROWTH_BYTES = 300 * 2**20
 
 
