@@ -11,20 +11,24 @@ shipped models: prints markdown tables of predicted against measured peak memory
   prediction. Sizes whose predicted time is over ``--max-seconds`` are left out.
 
 Usage: python -m bench.cost_model [--device cpu] [--threads N] [--repository model_repository]
+       [--time-only] (the last table: the path ``path=auto`` picks per input against the fastest)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from app.serving import backends
 from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch, formula, grid_forms_on
+from app.serving.cost_limits import choose_path
 from app.serving.repository import ModelRepository
 from bench.peak_memory import PeakMemory
 from models.registry import create_model
@@ -33,7 +37,7 @@ from plstm_core.ops.workspace import release_scratch
 GRIDS = (12, 24, 48, 96)
 CPU_PARALLEL_GRIDS = (12, 24, 48)
 """The CPU's summed form is quadratic: 96x96 patches would take minutes."""
-TIME_GRIDS = (12, 16, 24, 32, 48)
+TIME_GRIDS = (12, 16, 24, 32, 48, 64)
 MOLECULES = ((20,), (20,) * 16, (60,) * 8)
 
 
@@ -69,13 +73,21 @@ def memory_table(repository: Path, device: str) -> list[str]:
     return rows
 
 
-def _fastest(run, repeats: int) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _interleaved(runs: dict[str, Any], repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` timed calls of each run, after one untimed call each; the runs
+    take turns (in a rotating order), so that a slow moment of the machine or the first use of
+    a buffer does not fall on one of them only."""
+    if not runs:
+        return {}
+    for run in runs.values():
         run()
-        best = min(best, time.perf_counter() - start)
+    best = dict.fromkeys(runs, float("inf"))
+    names = list(runs)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runs[name]()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -89,41 +101,69 @@ def _chain_molecule(nodes: int, features: int, edge_features: int, seed: int):
     return MolGraph(x, torch.tensor([src, dst]), torch.rand(len(src), edge_features, generator=gen))
 
 
-def time_table(repository: Path, device: str, repeats: int, max_seconds: float) -> list[str]:
+def _cases(entry, profile) -> list[tuple[Any, str, Any]]:
+    """(size, description, data) of the inputs timed for ``entry``."""
+    if entry.kind == "image":
+        patch = profile.arch.patch
+        return [
+            (
+                ImageBatch(1, side, side),
+                f"{side}x{side} patches",
+                torch.rand(1, 3, side * patch, side * patch),
+            )
+            for side in TIME_GRIDS
+        ]
+    f, fe = profile.arch.node_features, profile.arch.edge_features
+    cases = []
+    for i, nodes in enumerate(MOLECULES):
+        graphs = [_chain_molecule(n, f, fe, i * 100 + j) for j, n in enumerate(nodes)]
+        cases.append((GraphBatch.of(graphs), f"{len(nodes)} x {nodes[0]} atoms", graphs))
+    return cases
+
+
+def time_tables(
+    repository: Path, device: str, repeats: int, max_seconds: float
+) -> tuple[list[str], list[str]]:
+    """Predicted against measured time per path and size, and per size the path ``auto`` picks
+    against the fastest measured one."""
     repo = ModelRepository(repository, device, warmup=True)
     repo.load_all()
     rows = ["| model | path | input | measured s | predicted s | predicted / measured |"]
     rows.append("|---|---|---|---|---|---|")
+    auto = [
+        "| model | input | auto picks | its time s | fastest path | fastest s | auto / fastest |"
+    ]
+    auto.append("|---|---|---|---|---|---|---|")
     for entry in repo.entries():
         profile = entry.cost
         if profile is None or not entry.ready:
             continue
-        for path in profile.paths:
-            if entry.kind == "image":
-                cases = []
-                for side in TIME_GRIDS:
-                    images = torch.rand(1, 3, side * profile.arch.patch, side * profile.arch.patch)
-                    cases.append((ImageBatch(1, side, side), f"{side}x{side} patches", images))
-            else:
-                f, fe = profile.arch.node_features, profile.arch.edge_features
-                cases = []
-                for i, nodes in enumerate(MOLECULES):
-                    graphs = [_chain_molecule(n, f, fe, i * 100 + j) for j, n in enumerate(nodes)]
-                    what = f"{len(nodes)} x {nodes[0]} atoms"
-                    cases.append((GraphBatch.of(graphs), what, graphs))
-            for size, what, data in cases:
-                estimate = profile.estimate(path, size)
-                if estimate.seconds is None or estimate.seconds > max_seconds:
-                    continue
-                if not profile.fits(path, size):
-                    continue
-                call = backends.run_images if entry.kind == "image" else backends.run_graphs
-                measured = _fastest(partial(call, entry, data, path), repeats)
+        call = backends.run_images if entry.kind == "image" else backends.run_graphs
+        for size, what, data in _cases(entry, profile):
+            runnable = [
+                path
+                for path in profile.paths
+                if (profile.estimate(path, size).seconds or 0.0) <= max_seconds
+                and profile.fits(path, size)
+            ]
+            measured = _interleaved({p: partial(call, entry, data, p) for p in runnable}, repeats)
+            for path in runnable:
+                estimate = profile.estimate(path, size).seconds or 0.0
                 rows.append(
-                    f"| {entry.name} | {path} | {what} | {measured:.4f} | "
-                    f"{estimate.seconds:.4f} | {estimate.seconds / measured:.2f} |"
+                    f"| {entry.name} | {path} | {what} | {measured[path]:.4f} | "
+                    f"{estimate:.4f} | {estimate / measured[path]:.2f} |"
                 )
-    return rows
+            picked = choose_path(
+                entry, "auto", size, remaining_s=math.inf, max_tokens=2**31, smaller=""
+            )
+            if picked not in measured or len(measured) < 2:
+                continue
+            best = min(measured, key=measured.__getitem__)
+            auto.append(
+                f"| {entry.name} | {what} | {picked} | {measured[picked]:.4f} | {best} | "
+                f"{measured[best]:.4f} | {measured[picked] / measured[best]:.2f} |"
+            )
+    return rows, auto
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,18 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=5.0)
+    parser.add_argument("--time-only", action="store_true", help="skip the memory tables")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s)\n")
-    for device in ("meta", "cpu"):
+    for device in () if args.time_only else ("meta", "cpu"):
         forms = grid_forms_on(torch.device(device))
         print(
             f"\nPeak memory of one forward of arrow-pointing (batch 1), {device} ({forms} forms):\n"
         )
         print("\n".join(memory_table(args.repository, device)))
+    times, auto = time_tables(args.repository, args.device, args.repeats, args.max_seconds)
     print("\nTime of one call after calibration at load:\n")
-    print("\n".join(time_table(args.repository, args.device, args.repeats, args.max_seconds)))
+    print("\n".join(times))
+    print("\nThe path `auto` picks for each input against the fastest measured path:\n")
+    print("\n".join(auto))
     return 0
 
 

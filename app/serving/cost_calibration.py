@@ -245,6 +245,7 @@ def _calibrate_path(
                 return None
         seconds, peak = _timed(run, entry.device, new_shape=reference is not None)
         points.append((terms, seconds))
+        profile.timed_tokens[path] = max(profile.timed_tokens.get(path, 0), size.tokens)
         runs.append(run)
         if peak is not None:
             memory_ratio = max(memory_ratio, peak / f.memory(profile.arch, size))

@@ -11,7 +11,11 @@ memory budget of 1 GB (PLSTM_MAX_REQUEST_MEMORY_MB): use path=chunkwise or resiz
 the conventional choice of :func:`app.serving.backends.resolve_path` (parallel for small images,
 chunkwise for large ones, ONNX where it applies) is kept while it fits and is predicted within
 :data:`AUTO_MARGIN` times or :data:`AUTO_MIN_GAIN_S` seconds of the fastest: timings of small
-inputs are mostly fixed costs and noise, and a choice that flips between runs helps nobody.
+inputs are mostly fixed costs and noise, and a choice that flips between runs helps nobody; and
+it is kept for inputs larger than the sizes both paths were timed at, where the predictions are
+extrapolations (on a CPU the parallel form's time grows faster than its operation count once
+its gating matrices leave the caches: predicted 1.1 s, measured 5.1 s at 64x64 patches,
+docs/benchmarks/auto_path_cpu2.md).
 Without timings (warm-up off): the conventional choice, unless it does not fit the memory
 budget, then the first fitting path of :data:`UNTIMED_ORDER`.
 """
@@ -146,7 +150,8 @@ def choose_path(
     fastest = profile.estimate(fitting[0], size).seconds or 0.0
     legacy_s = profile.estimate(legacy, size).seconds or 0.0
     keep = legacy_s <= AUTO_MARGIN * fastest or legacy_s - fastest <= AUTO_MIN_GAIN_S
-    return legacy if keep else fitting[0]
+    measured = all(profile.measured_range(p, size) for p in (legacy, fitting[0]))
+    return legacy if keep or not measured else fitting[0]
 
 
 def _pixels(entry: ModelEntry, grid: tuple[int, int] | None) -> tuple[int, int] | None:

@@ -33,7 +33,9 @@ class Estimate:
 @dataclass
 class CostProfile:
     """Costs of one model version on its ``paths``. ``memory_budget``: bytes one model call may
-    use on its device; ``coefficients[path][term]``: seconds per unit of each time term."""
+    use on its device; ``coefficients[path][term]``: seconds per unit of each time term;
+    ``timed_tokens[path]``: the most tokens (``Size.tokens``) of a size timed for the fit,
+    beyond which a prediction is an extrapolation."""
 
     arch: Architecture
     paths: tuple[str, ...]
@@ -41,6 +43,7 @@ class CostProfile:
     coefficients: dict[str, dict[str, float]] = field(default_factory=dict)
     memory_scale: float = 1.0
     device: str = "cpu"
+    timed_tokens: dict[str, int] = field(default_factory=dict)
 
     @property
     def timed(self) -> bool:
@@ -62,6 +65,10 @@ class CostProfile:
         """Whether a call of ``size`` on ``path`` stays within the memory budget."""
         return self.estimate(path, size).bytes <= self.memory_budget
 
+    def measured_range(self, path: str, size: Size) -> bool:
+        """Whether ``size`` is within the sizes timed for ``path`` (no extrapolation)."""
+        return size.tokens <= self.timed_tokens.get(path, 0)
+
     def to_meta(self) -> dict[str, Any]:
         return {
             "arch": self.arch.to_meta(),
@@ -70,6 +77,7 @@ class CostProfile:
             "coefficients": self.coefficients,
             "memory_scale": self.memory_scale,
             "device": self.device,
+            "timed_tokens": self.timed_tokens,
         }
 
     @classmethod
@@ -81,6 +89,7 @@ class CostProfile:
             coefficients={p: dict(c) for p, c in meta["coefficients"].items()},
             memory_scale=float(meta["memory_scale"]),
             device=str(meta["device"]),
+            timed_tokens={p: int(n) for p, n in meta.get("timed_tokens", {}).items()},
         )
 
     def describe(self) -> str:

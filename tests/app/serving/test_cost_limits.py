@@ -105,6 +105,45 @@ def test_auto_takes_a_clearly_faster_path() -> None:
     assert _choose(entry, "auto", 24) == "chunkwise"
 
 
+def _parallel_three_times_chunkwise(timed_tokens: int) -> ModelEntry:
+    """The arrow entry with the parallel path predicted 3x the chunkwise one at 48x48 patches
+    (both within the deadline) and every path timed up to ``timed_tokens`` tokens."""
+    size = ImageBatch(1, 48, 48)
+    base = {**CPU_LIKE, "parallel": {"call": 0.02, "dense": 2e-11, "mixer": 0.0}}
+    probe = _arrow_entry(base).cost
+    unit = _arrow_entry({"parallel": {"mixer": 1.0}}).cost
+    assert probe is not None and unit is not None
+    chunkwise_s = probe.estimate("chunkwise", size).seconds or 0.0
+    base_s = probe.estimate("parallel", size).seconds or 0.0
+    mixer = (3 * chunkwise_s - base_s) / (unit.estimate("parallel", size).seconds or 1.0)
+    entry = _arrow_entry({**base, "parallel": {**base["parallel"], "mixer": mixer}})
+    assert entry.cost is not None
+    entry.cost.timed_tokens = dict.fromkeys(PATHS, timed_tokens)
+    parallel_s = entry.cost.estimate("parallel", size).seconds
+    assert parallel_s == pytest.approx(3 * chunkwise_s) and parallel_s < 30.0
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("timed_tokens", "expected"),
+    [(48 * 48, "chunkwise"), (32 * 32, "parallel")],
+    ids=["timed-at-that-size", "extrapolated"],
+)
+def test_auto_leaves_the_usual_path_only_on_predictions_within_the_timed_sizes(
+    timed_tokens: int, expected: str
+) -> None:
+    assert _choose(_parallel_three_times_chunkwise(timed_tokens), "auto", 48) == expected
+
+
+def test_the_timed_sizes_travel_with_the_profile() -> None:
+    profile = _parallel_three_times_chunkwise(48 * 48).cost
+    assert profile is not None
+    again = CostProfile.from_meta(json.loads(json.dumps(profile.to_meta())))
+    assert again.timed_tokens == dict.fromkeys(PATHS, 48 * 48)
+    assert again.measured_range("parallel", ImageBatch(1, 48, 48))
+    assert not again.measured_range("parallel", ImageBatch(1, 49, 48))
+
+
 def test_without_timings_auto_falls_back_to_chunkwise_when_the_usual_path_does_not_fit() -> None:
     entry = _arrow_entry(coefficients=None, budget=0.5 * GIB)
     assert _choose(entry, "auto", 12) == "parallel"

@@ -275,7 +275,7 @@ def test_resolve_path_rules(repo: ModelRepository) -> None:
     assert backends.model_paths(vis) == ("parallel", "recurrent", "chunkwise")
     assert backends.resolve_path(vis, "auto", 16, chunkwise_tokens=16) == "parallel"
     assert backends.resolve_path(vis, "auto", 17, chunkwise_tokens=16) == "chunkwise"
-    assert backends.resolve_path(vis, "auto", 10**6) == "chunkwise"  # settings default 4096
+    assert backends.resolve_path(vis, "auto", 10**6) == "chunkwise"  # settings default 3072
     assert backends.resolve_path(vit, "auto", 10**6) == "parallel"
     assert backends.resolve_path(mol, "auto", 10**6) == "parallel"
     assert backends.resolve_path(mol, "recurrent", 5) == "recurrent"
