@@ -18,7 +18,7 @@ class ModelCapabilities:
     molecule graphs → ``[G,C']``); ``methods``: the inference methods the model computes the
     same function with, switched by ``set_method`` when there are several (the server's explicit
     paths); ``family``: the cost formulas of ``app.serving.cost_formulas``; ``onnx``: whether
-    ``models.onnx_export`` can export it."""
+    ``models.onnx.export`` can export it."""
 
     kind: str
     methods: tuple[str, ...]

@@ -1,4 +1,4 @@
-"""``plstm export-onnx``: export a checkpoint to ONNX (``models.onnx_export``), optionally check
+"""``plstm export-onnx``: export a checkpoint to ONNX (``models.onnx.export``), optionally check
 ONNX Runtime against torch. Imported by ``plstm_cli.main`` only when the subcommand is used."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ example:  plstm export-onnx model_repository/arrow-pointing/1 --check
 
 
 def build_parser(prog: str = "plstm export-onnx") -> argparse.ArgumentParser:
-    from models.onnx_export import DEFAULT_MAX_GRAPH_NODES, DEFAULT_OPSET, MAX_OPSET
-    from models.onnx_symbolics import MIN_OPSET
+    from models.onnx.export import DEFAULT_MAX_GRAPH_NODES, DEFAULT_OPSET, MAX_OPSET
+    from models.onnx.symbolics import MIN_OPSET
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "plstm export-onnx") -> 
     """Run the subcommand; returns the exit status (2 for a checkpoint that cannot be
     exported, 1 for a failed --check)."""
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
-    from models.onnx_export import EXPORT_TOLERANCE, export_checkpoint
-    from models.onnx_runtime import check_onnx_agreement
+    from models.onnx.export import EXPORT_TOLERANCE, export_checkpoint
+    from models.onnx.runtime import check_onnx_agreement
 
     try:
         export = export_checkpoint(

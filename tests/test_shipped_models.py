@@ -101,8 +101,8 @@ def test_arrow_pointing_slice_agrees_with_recorded_accuracy(split: str) -> None:
 def test_onnx_export_agrees_with_torch(version: Path, tmp_path: Path) -> None:
     """The issue's bar for the onnx path: at most 1e-3 abs on the logits (random inputs of the
     model's kind: images at the exported size, molecules and DAGs of varying sizes)."""
-    from models.onnx_export import export_checkpoint
-    from models.onnx_runtime import check_onnx_agreement
+    from models.onnx.export import export_checkpoint
+    from models.onnx.runtime import check_onnx_agreement
 
     onnx_file = tmp_path / "model.onnx"
     export_checkpoint(version, onnx_file)

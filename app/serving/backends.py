@@ -16,9 +16,9 @@ passed beside them where the ONNX rule needs it.
 
 ONNX: the repository (``PLSTM_ONNX``) sets ``entry.onnx_session`` to an ONNX Runtime
 ``InferenceSession`` of the checkpoint's export and ``entry.onnx_export`` to its sidecar
-(:mod:`models.onnx_export`): image exports take ``images [B,C,H,W]`` at
+(:mod:`models.onnx.export`): image exports take ``images [B,C,H,W]`` at
 ``onnx_export["image_size"]`` only (explicit ``path=onnx`` at another size is a ValueError),
-graph exports take the features plus per-batch index tensors (:mod:`models.onnx_graph`).
+graph exports take the features plus per-batch index tensors (:mod:`models.onnx.graph`).
 Any object with the session interface (``get_inputs()``, ``run(None, feeds)``) works; without
 ``onnx_export`` an image session is assumed to take any size.
 """
@@ -33,7 +33,7 @@ import torch
 from app.core.settings import get_settings
 from models.capabilities import use_method
 from models.molecule_features import MolGraph, batch_graphs
-from models.onnx_runtime import run_graph_session, run_image_session
+from models.onnx.runtime import run_graph_session, run_image_session
 
 if TYPE_CHECKING:
     from app.serving.repository import ModelEntry

@@ -507,7 +507,7 @@ FORMULAS: dict[tuple[str, str], PathFormula] = {
     ("plstm_vision", "parallel"): PathFormula(_grid_parallel_terms, _grid_parallel_memory),
     ("plstm_vision", "chunkwise"): PathFormula(_grid_chunkwise_terms, _grid_chunkwise_memory),
     ("plstm_vision", "recurrent"): PathFormula(_grid_recurrent_terms, _grid_recurrent_memory),
-    # an ONNX export is of the parallel form (models.onnx_export)
+    # an ONNX export is of the parallel form (models.onnx.export)
     ("plstm_vision", "onnx"): PathFormula(_grid_parallel_terms, _grid_parallel_memory),
     ("vit", "parallel"): PathFormula(_attention_terms, _attention_memory),
     ("vit", "onnx"): PathFormula(_attention_terms, _attention_memory),

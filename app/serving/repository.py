@@ -66,7 +66,7 @@ from models.checkpoint import (
 )
 from models.input_spec import native_image_size
 from models.molecule_features import MolGraph
-from models.onnx_export import DEFAULT_MAX_GRAPH_NODES
+from models.onnx.export import DEFAULT_MAX_GRAPH_NODES
 from models.registry import model_entry
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class ModelEntry:
     """ONNX Runtime session (see :mod:`app.serving.backends`); None unless ONNX is enabled and
     ready."""
     onnx_export: dict[str, Any] | None = None
-    """The export's sidecar (models.onnx_export) plus ``file`` and ``providers``."""
+    """The export's sidecar (models.onnx.export) plus ``file`` and ``providers``."""
     onnx_error: str | None = None
     """Why ONNX is enabled but not available for this version."""
     graphs: InferenceGraphs | None = field(default=None, repr=False)
@@ -282,7 +282,7 @@ def warm_up(entry: ModelEntry) -> None:
 
 def _onnx_providers(device: torch.device) -> list[str]:
     """CUDA then CPU as onnxruntime has them; CPU only when the models run on the CPU."""
-    from models.onnx_runtime import session_providers
+    from models.onnx.runtime import session_providers
 
     providers = session_providers()
     if device.type != "cuda":
@@ -309,8 +309,8 @@ def attach_onnx(entry: ModelEntry, max_graph_nodes: int, cache_dir: Path | None 
     """Give a loaded ``entry`` its ONNX Runtime session (module docstring); True on success.
     Never raises: on failure the torch paths stay, ``entry.onnx_error`` names the kind of
     error (the message, which may hold file paths, is logged)."""
-    from models.onnx_export import ensure_export
-    from models.onnx_runtime import create_session
+    from models.onnx.export import ensure_export
+    from models.onnx.runtime import create_session
 
     cache = ONNX_CACHE_DIR if cache_dir is None else cache_dir
     entry.onnx_session = entry.onnx_export = entry.onnx_error = None

@@ -13,13 +13,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import models.onnx_export
+import models.onnx.export
 from app.core.settings import Settings
 from app.main import create_app
 from app.serving import backends
 from app.serving.repository import READY, ModelRepository, attach_onnx
 from models.molecule_features import featurize_smiles
-from models.onnx_files import ONNX_FILE, read_sidecar
+from models.onnx.files import ONNX_FILE, read_sidecar
 from tests.app.model_repo import IMG, make_repository, png_bytes
 
 SMILES = ["CCO", "C", "[Na+].[Cl-]", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "c1ccccc1O"]
@@ -144,7 +144,7 @@ def test_fresh_exports_are_reused_and_failures_keep_torch(
     def broken(*args, **kwargs):
         raise ValueError("exporter exploded")
 
-    monkeypatch.setattr(models.onnx_export, "ensure_export", broken)
+    monkeypatch.setattr(models.onnx.export, "ensure_export", broken)
     with caplog.at_level(logging.WARNING, logger="app.serving.repository"):
         (entry,) = repository.load_all()
     assert any("exporter exploded" in r.getMessage() for r in caplog.records)
@@ -160,14 +160,14 @@ def test_fresh_exports_are_reused_and_failures_keep_torch(
 def test_read_only_checkpoint_exports_to_the_cache(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = models.onnx_export.ensure_export
+    real = models.onnx.export.ensure_export
 
     def read_only(directory, *, out=None, **kwargs):
         if out is None:
             raise PermissionError(f"{directory}: read-only file system")
         return real(directory, out=out, **kwargs)
 
-    monkeypatch.setattr(models.onnx_export, "ensure_export", read_only)
+    monkeypatch.setattr(models.onnx.export, "ensure_export", read_only)
     repository = ModelRepository(repo, warmup=False)
     repository.load_all()
     entry = repository.get("solreg")

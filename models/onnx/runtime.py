@@ -30,8 +30,8 @@ from models.molecule_features import (
     batch_graphs,
     featurize_smiles,
 )
-from models.onnx_files import ONNX_FILE, read_sidecar
-from models.onnx_graph import graph_feeds
+from models.onnx.files import ONNX_FILE, read_sidecar
+from models.onnx.graph import graph_feeds
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 

@@ -33,7 +33,7 @@ therefore appends :data:`PAD_GRAPH_NODES` nodes forming a chain (two edges, one 
 either direction, zero features) as one extra graph: every size is then at least one, the real
 graphs' outputs do not change (components are independent, padding is exact), and the extra
 graph's output is the last row, which the caller drops
-(:func:`models.onnx_runtime.run_graph_session`).
+(:func:`models.onnx.runtime.run_graph_session`).
 
 The op's number of squarings J (the line-graph transfer Π_{j<J}(I + A^(2^j))) is a loop count,
 fixed at export: J = :func:`squarings_for` (max_nodes), enough for any component of up to

@@ -1,21 +1,21 @@
 """Export a checkpoint's network to ONNX, written next to its weights, and keep it fresh.
 
 ``export_checkpoint(dir)`` writes ``<dir>/model.onnx`` and the sidecar ``model.onnx.json``
-(:mod:`models.onnx_files`), which records the sha256 of the weights it was exported from, the
+(:mod:`models.onnx.files`), which records the sha256 of the weights it was exported from, the
 sha256 of the ONNX file itself and how it was exported. :func:`stale_reason` compares them
 with a checkpoint, so :func:`ensure_export` re-exports after the weights change (or after the
 ONNX file was modified) and reuses a fresh export otherwise.
 
 What is exported (``torch.onnx.export`` with the TorchScript-based exporter, ``dynamo=False``:
 on torch 2.13 it exports the full 12-block plstm_vis_t in about 15 s on a CPU where the dynamo
-exporter needs minutes; :mod:`models.onnx_symbolics` adds or fixes the translations):
+exporter needs minutes; :mod:`models.onnx.symbolics` adds or fixes the translations):
 
 - Image models (PLSTMVision, ViT): ``images [B,C,H,W]`` float32 → ``logits [B,num_classes]``
   at the checkpoint's native resolution H×W (its input spec, else ``img_size``) with a dynamic
   batch axis. PLSTMVision runs the ``"fused"`` form (one contraction over the summed gating
   matrices of the four orientations), which agrees with every other form and runs fastest in
   ONNX Runtime. Other resolutions use the torch paths.
-- PLSTMGraph: the float part of the network on per-batch index tensors (:mod:`models.onnx_graph`),
+- PLSTMGraph: the float part of the network on per-batch index tensors (:mod:`models.onnx.graph`),
   every size dynamic, components of up to ``max_graph_nodes`` nodes.
 
 Exports always run on a float32 CPU copy of the model (never the Triton kernel), so bf16
@@ -46,8 +46,8 @@ from models.checkpoint import file_sha256, load_checkpoint
 from models.graph import PLSTMGraph
 from models.input_spec import native_image_size
 from models.molecule_features import batch_graphs
-from models.onnx_files import ONNX_FILE, read_sidecar, sidecar_path
-from models.onnx_graph import (
+from models.onnx.files import ONNX_FILE, read_sidecar, sidecar_path
+from models.onnx.graph import (
     GRAPH_INPUTS,
     GRAPH_OUTPUT,
     PLSTMGraphOnnx,
@@ -55,8 +55,8 @@ from models.onnx_graph import (
     graph_feeds,
     squarings_for,
 )
-from models.onnx_runtime import create_session, max_abs_difference, random_dag_graph
-from models.onnx_symbolics import MIN_OPSET, register_symbolics
+from models.onnx.runtime import create_session, max_abs_difference, random_dag_graph
+from models.onnx.symbolics import MIN_OPSET, register_symbolics
 
 EXPORT_FORMAT = 1
 """Version of the exported inputs / outputs and sidecar; exports of another version are stale."""

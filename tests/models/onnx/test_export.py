@@ -21,16 +21,16 @@ from models.molecule_features import (
     batch_graphs,
     featurize_smiles,
 )
-from models.onnx_export import (
+from models.onnx.export import (
     OnnxExport,
     ensure_export,
     export_checkpoint,
     export_model,
     stale_reason,
 )
-from models.onnx_files import ONNX_FILE, read_sidecar, sidecar_path
-from models.onnx_graph import PAD_GRAPH_NODES, graph_feeds, squarings_for
-from models.onnx_runtime import (
+from models.onnx.files import ONNX_FILE, read_sidecar, sidecar_path
+from models.onnx.graph import PAD_GRAPH_NODES, graph_feeds, squarings_for
+from models.onnx.runtime import (
     check_onnx_agreement,
     create_session,
     graph_agreement,
@@ -40,7 +40,7 @@ from models.onnx_runtime import (
     run_image_session,
     run_session,
 )
-from models.onnx_symbolics import register_symbolics
+from models.onnx.symbolics import register_symbolics
 from models.registry import create_model
 from plstm_core.ops.dag import prepare_dag
 from plstm_core.ops.dag_structure import build_line_index
@@ -231,7 +231,7 @@ def test_graph_feeds_layout_and_limits(graph_export) -> None:
 
 
 class _Ops(nn.Module):
-    """The ops whose ONNX translations models.onnx_symbolics adds or replaces."""
+    """The ops whose ONNX translations models.onnx.symbolics adds or replaces."""
 
     def __init__(self) -> None:
         super().__init__()
