@@ -52,7 +52,7 @@ def served_ms(args: argparse.Namespace) -> tuple[list[float], list[dict[str, flo
         {
             "PLSTM_DEVICE": args.device,
             "PLSTM_LOG_LEVEL": "warning",
-            "OMP_NUM_THREADS": str(args.threads),
+            "PLSTM_TORCH_THREADS": str(args.threads),
         }
     )
     body = {"graphs": [{"smiles": args.smiles}]}
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smiles", default="CCO")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of both sides")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads of the server and of the model call"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--log", type=Path, default=Path("/tmp/bench_predict_latency.log"))
     args = parser.parse_args(argv)

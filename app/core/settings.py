@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -180,6 +181,14 @@ class Settings(BaseSettings):
         "gets 413 naming a path or size that fits, and batches stay within it. Unset: a quarter "
         "of the memory available at start-up on the CPU, half of the GPU's free memory.",
     )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of each process that runs models; 0: the CPU cores this "
+        "process may use divided by the processes that run models (one engine process, or every "
+        "inline worker). On a 2-core CPU, 1 thread answered one SMILES in 7.0 ms against 8.7 ms "
+        "with 2 (docs/benchmarks/predict_latency_cpu2.md).",
+    )
     log_level: str = Field("info", description=f"Logging level: one of {', '.join(LOG_LEVELS)}.")
     warmup: bool = Field(
         True,
@@ -218,3 +227,15 @@ def get_settings() -> Settings:
     """The process-wide settings, read from the environment once (``get_settings.cache_clear()``
     re-reads them)."""
     return Settings()
+
+
+def model_process_threads(settings: Settings) -> int:
+    """The torch threads a process that runs models should use (``settings.torch_threads``,
+    or its automatic value)."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    engine_process = settings.engine == "process" or (
+        settings.engine == "auto" and settings.workers > 1
+    )
+    return max(1, (cores or 1) // (1 if engine_process else settings.workers))

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from app.core.errors import ApiError
-from app.core.settings import Settings
+from app.core.settings import Settings, model_process_threads
 from app.serving import backends
 from app.serving.cost_calibration import build_cost_profile
 from app.serving.cost_profile import CostProfile
@@ -511,7 +511,9 @@ class ModelRepository:
 
 def build_repository(settings: Settings) -> ModelRepository:
     """The (not yet loaded) repository ``settings`` describe; ValueError when the configured
-    device does not exist here."""
+    device does not exist here. The process that builds it runs the models: its torch threads
+    are set to :func:`~app.core.settings.model_process_threads`."""
+    torch.set_num_threads(model_process_threads(settings))
     return ModelRepository(
         settings.model_repository,
         settings.device,

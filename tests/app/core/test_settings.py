@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.core.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings, model_process_threads
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert s.max_image_pixels == 4096 * 4096 and s.max_atoms == 500
     assert s.max_graphs_per_request == 64 and s.auto_chunkwise_tokens == 3072
     assert s.api_key is None and s.onnx is False and s.warmup is True and s.log_level == "info"
+    assert s.torch_threads == 0
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,3 +100,23 @@ def test_max_smiles_chars_unset_or_set(
 def test_every_field_is_documented() -> None:
     for name, info in Settings.model_fields.items():
         assert info.description and len(info.description) > 15, name
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, 8),
+        ({"workers": 4, "engine": "inline"}, 2),
+        ({"workers": 3, "engine": "inline"}, 2),
+        ({"workers": 4}, 8),
+        ({"workers": 16, "engine": "inline"}, 1),
+        ({"engine": "process"}, 8),
+        ({"torch_threads": 3, "workers": 4, "engine": "inline"}, 3),
+    ],
+    ids=["one-worker", "inline-4", "inline-3", "engine-4", "inline-16", "engine-1", "explicit"],
+)
+def test_model_processes_share_the_cores(
+    monkeypatch: pytest.MonkeyPatch, settings: dict, expected: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert model_process_threads(Settings(**settings)) == expected
