@@ -4,7 +4,8 @@
 # scripts/results_arrow.sh, while the graph runs of GRAPH_JOBS (scripts/results_solubility.sh,
 # scripts/results_tu.sh; one CPU thread each) use GRAPH_PARALLEL of the CPU cores. After
 # BUDGET_S seconds whatever still runs is stopped; the logs of every finished run (the scripts'
-# docs/results/{arrow,solubility,tu}/ folders) and each job's console go to OUT.
+# docs/results/{arrow,solubility,tu}/ folders) go to OUT/results.tgz and each job's console to
+# OUT/console.tgz (unpack the first into docs/results/).
 # Usage: OUT=DIR bash scripts/results_device_round.sh
 # Environment:
 #   ARROW_JOBS   space-separated VARIANT:SEED pairs (scripts/results_arrow.sh's variants)
@@ -31,20 +32,24 @@ graph_job() {
 export -f graph_job
 export OUT_CONSOLE="$out/console"
 
+# every job in its own session, so that stopping it stops its runs and nothing else
 start=$SECONDS
+sessions=()
 for job in ${ARROW_JOBS:-}; do
-  OMP_NUM_THREADS=2 VARIANTS="${job%:*}" SEEDS="${job#*:}" \
+  OMP_NUM_THREADS=2 VARIANTS="${job%:*}" SEEDS="${job#*:}" setsid \
     bash scripts/results_arrow.sh /tmp/runs/arrow > "$out/console/arrow-${job//:/-}.log" 2>&1 &
+  sessions+=($!)
 done
 if [ -n "${GRAPH_JOBS:-}" ]; then
-  printf '%s\n' $GRAPH_JOBS | xargs -P "${GRAPH_PARALLEL:-12}" -I{} bash -c 'graph_job "$1"' _ {} &
+  printf '%s\n' $GRAPH_JOBS |
+    setsid xargs -P "${GRAPH_PARALLEL:-12}" -I{} bash -c 'graph_job "$1"' _ {} &
+  sessions+=($!)
 fi
 while [ $((SECONDS - start)) -lt "$budget" ] && [ -n "$(jobs -r)" ]; do sleep 5; done
-pkill -TERM -f "training.cli" 2>/dev/null
+for session in "${sessions[@]}"; do kill -TERM -- "-$session" 2>/dev/null; done
 sleep 3
 echo "stopped after $((SECONDS - start)) s; still running then: $(jobs -r | wc -l) job(s)"
-for family in arrow solubility tu; do
-  [ -d "docs/results/$family" ] && cp -r "docs/results/$family" "$out/"
-done
-nvidia-smi --query-gpu=name --format=csv,noheader > "$out/gpu.txt" 2>/dev/null
+# one archive: the device tool brings back only a few files per call
+tar czf "$out/results.tgz" -C docs/results arrow solubility tu 2>/dev/null
+tar czf "$out/console.tgz" -C "$out" console && rm -rf "$out/console"
 true
