@@ -17,13 +17,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if [ -n "${PYTHON:-}" ]; then
-  python="$PYTHON"
-  export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-else
-  bash scripts/setup.sh
-  python=.venv/bin/python
-fi
+source scripts/results_python.sh
 runs="${1:-runs/solubility}"
 logs=docs/results/solubility
 for seed in ${SEEDS:-0 1 2 3 4}; do
