@@ -321,7 +321,7 @@ def test_a_lone_last_training_sample_is_skipped(
     assert rows[-1]["step"] == 2
 
 
-TINY_ARROW = [
+SMALL_ARROW_FLAGS = [
     "--dim", "16", "--heads", "2", "--train-samples", "8", "--val-samples", "8",
     "--test-samples", "0", "--no-cache-data", "--no-standardize",
 ]  # fmt: skip
@@ -340,7 +340,7 @@ TINY_ARROW = [
     ids=["vit-default", "vit-corners", "plstm-default", "plstm-mean", "no-blocks", "token-batch"],
 )
 def test_arrow_pooling_depth_and_head_norm_reach_the_model(argv: list[str], expected: dict) -> None:
-    _, options = resolve(build_parser().parse_args([*argv, *TINY_ARROW]))
+    _, options = resolve(build_parser().parse_args([*argv, *SMALL_ARROW_FLAGS]))
     torch.manual_seed(0)
     config = build_run(argv[0], experiment_options(options)).model.config
     assert {key: config[key] for key in expected} == expected
