@@ -147,22 +147,27 @@ def run_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tens
     _check_images(images)
     tokens = image_tokens(entry, images.shape[2], images.shape[3])
     path = resolve_path(entry, path, tokens, size=(images.shape[2], images.shape[3]))
-    return forward_images(entry, images, path)
+    return _forward_images(entry, images, path)
 
 
 def forward_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tensor:
     """:func:`run_images` on ``path`` as :func:`resolve_path` (or the cost limits) gave it
     for these images: the batches of a request's path, resolved once by its route."""
-    model = _loaded_model(entry)
+    _loaded_model(entry)
     _check_images(images)
+    return _forward_images(entry, images, path)
+
+
+def _forward_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch.Tensor:
+    model = _loaded_model(entry)
     if path == "onnx":
         with entry.lock:
             return run_image_session(entry.onnx_session, images)
-    tokens = image_tokens(entry, images.shape[2], images.shape[3])
     with entry.lock, torch.inference_mode():
         use_method(model, path)
         x = images.to(entry.device, dtype=_model_dtype(model))
         if entry.graphs is not None and path == "parallel":
+            tokens = image_tokens(entry, images.shape[2], images.shape[3])
             return entry.graphs(model, x, int(tokens), key=path).float().cpu()
         return model(x).float().cpu()
 
