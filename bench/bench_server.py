@@ -69,10 +69,10 @@ from app.serving.backends import image_tokens  # noqa: E402
 from app.serving.cuda_graphs import InferenceGraphs  # noqa: E402
 from app.serving.images import ImageSpec, load_image  # noqa: E402
 from app.serving.repository import ModelEntry, ModelRepository, resolve_device  # noqa: E402
+from models.capabilities import use_method  # noqa: E402
 from models.checkpoint import CONFIG_FILE, save_checkpoint  # noqa: E402
 from models.image_spec import grayscale_image_spec  # noqa: E402
 from models.registry import create_model  # noqa: E402
-from models.vision import PLSTMVision  # noqa: E402
 
 LOAD_CLIENT = _ROOT / "bench" / "load_client.py"
 NAIVE_SERVER = _ROOT / "bench" / "naive_server.py"
@@ -222,8 +222,7 @@ def measure_raw(
 
         def forward(x: torch.Tensor = x) -> torch.Tensor:
             with entry.lock, torch.inference_mode():
-                if isinstance(model, PLSTMVision):
-                    model.set_method(path)
+                use_method(model, path)
                 return model(x)
 
         def server_call(batch: torch.Tensor = batch) -> torch.Tensor:
