@@ -455,6 +455,17 @@ def test_conv_stem_is_translation_equivariant(patch: int, size: tuple[int, int])
     assert (moved[:, 2:, 2:] - tokens[:, 2:, 2:]).abs().max() > 0.1
 
 
+def _randomize_batch_norm(bn: torch.nn.BatchNorm1d, seed: int) -> None:
+    """Random running statistics and affine parameters, as after some training."""
+    gen = _gen(seed)
+    with torch.no_grad():
+        bn.running_mean.copy_(0.1 * torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+        bn.weight.copy_(1 + 0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.bias.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
+        bn.num_batches_tracked.fill_(7)
+
+
 def _stem_model(cls: type, seed: int = 40, **overrides) -> IsotropicVisionModel:
     """A tiny model with the conv stem and the BatchNorm head, random head BatchNorm statistics
     and affine parameters (and random pLSTM gates), in eval mode."""
@@ -462,14 +473,7 @@ def _stem_model(cls: type, seed: int = 40, **overrides) -> IsotropicVisionModel:
     model = cls(**{**TINY, "stem": "conv", "head_norm": "batch", **overrides})
     if cls is PLSTMVision:
         randomize_gates(model, seed + 100)
-    bn = model.head_norm
-    gen = _gen(seed + 200)
-    with torch.no_grad():
-        bn.running_mean.copy_(0.1 * torch.randn(bn.num_features, generator=gen))
-        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
-        bn.weight.copy_(1 + 0.3 * torch.randn(bn.num_features, generator=gen))
-        bn.bias.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
-        bn.num_batches_tracked.fill_(7)
+    _randomize_batch_norm(model.head_norm, seed + 200)
     return model.eval()
 
 
@@ -614,15 +618,6 @@ def test_validation_without_autograd_sees_updates_that_keep_the_version() -> Non
         assert model.pos_embed._version == version
         after = model.position_embedding((6, 5), torch.float32)
     torch.testing.assert_close(after, before + 1.0)
-
-
-def _randomize_batch_norm(bn: torch.nn.BatchNorm1d, seed: int) -> None:
-    gen = _gen(seed)
-    with torch.no_grad():
-        bn.running_mean.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
-        bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
-        bn.weight.copy_(1 + 0.3 * torch.randn(bn.num_features, generator=gen))
-        bn.bias.copy_(0.3 * torch.randn(bn.num_features, generator=gen))
 
 
 @pytest.mark.parametrize("cls", [PLSTMVision, ViT])
