@@ -1,6 +1,6 @@
 """FastAPI dependencies (async: plain functions would each cost a thread-pool hop per request):
-the app's settings, repository, metrics, server state (:class:`ServerState`), model runtimes
-and engine connection, and the optional API key check (``PLSTM_API_KEY``)."""
+the app's settings, repository, metrics, server state (:class:`ServerState`, which holds the
+model runtimes) and engine connection, and the optional API key check (``PLSTM_API_KEY``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from app.core.errors import ApiError
 from app.core.metrics import Metrics
 from app.core.settings import Settings
-from app.engine.client import EngineClient, RemoteRuntime
-from app.serving.inference import ModelRuntime
+from app.engine.client import EngineClient
 from app.serving.repository import ModelRepository
 from app.serving.server_state import ServerState
 
@@ -36,14 +35,6 @@ async def get_server_state(request: Request) -> ServerState:
     return request.app.state.server
 
 
-async def get_runtimes(
-    request: Request,
-) -> dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime]:
-    """READY model versions by (name, version); empty before start-up finished (in process
-    mode: :class:`app.engine.client.RemoteRuntimes`)."""
-    return request.app.state.server.runtimes
-
-
 async def get_engine(request: Request) -> EngineClient | None:
     """The connection to the engine process; None when the models run in this process."""
     return request.app.state.engine
@@ -53,10 +44,6 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServerStateDep = Annotated[ServerState, Depends(get_server_state)]
-RuntimesDep = Annotated[
-    dict[tuple[str, int], ModelRuntime] | dict[tuple[str, int], RemoteRuntime],
-    Depends(get_runtimes),
-]
 EngineDep = Annotated[EngineClient | None, Depends(get_engine)]
 
 

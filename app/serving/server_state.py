@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.serving.runtime import Runtime
 
 STARTING = "the server is starting: models are still loading"
 SHUTTING_DOWN = "the server is shutting down"
@@ -17,7 +20,7 @@ class ServerState:
     """``runtimes`` by (name, version): a dict inline, the engine's ``RemoteRuntimes`` in a
     worker; ``ready`` once start-up has built them; ``draining`` from shutdown on."""
 
-    runtimes: MutableMapping[tuple[str, int], Any] = field(default_factory=dict)
+    runtimes: MutableMapping[tuple[str, int], Runtime] = field(default_factory=dict)
     ready: bool = False
     draining: bool = False
 

@@ -1,6 +1,7 @@
 """HTTP routes: ``v1`` (friendly API), ``v2`` (Open Inference Protocol v2), ``ops`` (metrics,
-health). Shared here: finding the runtime that answers a model request and its path, and
-refusing outputs that are not finite."""
+health), ``explain``. Shared here: finding the runtime that answers a model request, counting
+it in flight, and resolving an explicit path (the handlers, :mod:`app.api.handlers`, do the
+rest)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-import torch
 from fastapi import Path, Query, Request
 
 from app.core.errors import ApiError, unavailable
 from app.core.metrics import Metrics
-from app.core.settings import Settings
-from app.serving import backends, cost_limits
-from app.serving.admission import Deadline
-from app.serving.cost_formulas import ImageBatch, Size
-from app.serving.inference import ModelRuntime
+from app.serving import backends
 from app.serving.repository import MODEL_NAME, ModelEntry, ModelRepository
+from app.serving.runtime import Runtime
 from app.serving.server_state import STARTING, ServerState
 
 MAX_VERSION = 2**31 - 1
@@ -55,7 +52,7 @@ def find_ready_entry(request: Request, name: str, version: int | None = None) ->
     return entry
 
 
-def find_runtime(request: Request, name: str, version: int | None = None) -> ModelRuntime:
+def find_runtime(request: Request, name: str, version: int | None = None) -> Runtime:
     """The runtime answering ``name`` / ``version``: 404 for an unknown model or version, 503
     while the server starts or drains (with Retry-After), or when that version cannot serve
     (without)."""
@@ -90,55 +87,3 @@ def resolve_path(entry: ModelEntry, path: str, tokens: int, *, status: int, fiel
         return backends.resolve_path(entry, path, tokens)
     except ValueError as exc:
         raise ApiError(status, f"{field}: {exc}") from None
-
-
-def image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
-    """One image of ``height`` × ``width`` pixels (multiples of the patch) as a cost size."""
-    patch = int(entry.config["patch_size"])
-    return ImageBatch(1, height // patch, width // patch)
-
-
-def padded_image_size(entry: ModelEntry, height: int, width: int) -> ImageBatch:
-    """An image of ``height`` × ``width`` pixels padded to the patch grid (``resize=native``)."""
-    patch = int(entry.config["patch_size"])
-    return ImageBatch(1, -(-height // patch), -(-width // patch))
-
-
-def choose_path(
-    entry: ModelEntry,
-    path: str,
-    size: Size,
-    deadline: Deadline,
-    settings: Settings,
-    *,
-    smaller: str,
-    status: int,
-    field: str,
-) -> str:
-    """The inference path to run ``size`` on for the requested ``path`` (auto resolved within
-    the cost limits, :mod:`app.serving.cost_limits`): 413 over a limit, naming what fits
-    (``smaller``: the advice for a smaller input); an unusable path is an ApiError with ``status``
-    naming the request ``field``."""
-    try:
-        return cost_limits.choose_path(
-            entry,
-            path,
-            size,
-            remaining_s=deadline.left(),
-            max_tokens=settings.max_tokens,
-            smaller=smaller,
-        )
-    except ValueError as exc:
-        raise ApiError(status, f"{field}: {exc}") from None
-
-
-def finite_outputs(outputs: torch.Tensor, name: str) -> torch.Tensor:
-    """``outputs`` of model ``name`` for one request, unless some are NaN or infinite: then
-    422, as no answer (JSON has no NaN) could be given for this input."""
-    if not bool(torch.isfinite(outputs).all()):
-        raise ApiError(
-            422,
-            f"model {name!r} gave non-finite outputs (NaN or infinity) for this input; its "
-            "values are likely far outside what the model was trained on",
-        )
-    return outputs

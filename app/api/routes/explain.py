@@ -15,12 +15,14 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.api.dependencies import ApiKey, SettingsDep
+from app.api.handlers.images import load_upload
+from app.api.handlers.outputs import labels, ranked, timings
 from app.api.molecule_drawing import Molecule, draw_svg, molecule_from_input
 from app.api.molecules import molecule_limits
 from app.api.openapi import error_responses
 from app.api.routes.common import ModelName, VersionQuery, find_runtime, inflight, resolve_path
-from app.api.routes.v1 import CLASSIFY_BODY, _labels, _ranked, _read_image
-from app.api.schemas.common import ImageSize, Timings, validation_error_message
+from app.api.routes.v1 import CLASSIFY_BODY
+from app.api.schemas.common import ImageSize, validation_error_message
 from app.api.schemas.explain import (
     AtomContribution,
     DrawRequest,
@@ -32,12 +34,10 @@ from app.api.schemas.explain import (
 from app.api.schemas.v1 import GraphInput, RegressionValue
 from app.core.errors import ApiError
 from app.core.settings import Settings
-from app.engine.client import RemoteRuntime
 from app.serving import backends
 from app.serving.explanations import Explained, ExplainRequest, explain
-from app.serving.images import decodes_quickly, load_image
-from app.serving.inference import ModelRuntime
 from app.serving.repository import ModelEntry
+from app.serving.runtime import Runtime
 
 MAX_STEPS = 32
 ExplainPath = Literal["auto", "parallel", "recurrent", "chunkwise"]
@@ -66,15 +66,15 @@ def _target(target: str | None, entry: ModelEntry, count: int) -> int | None:
     (the predicted class; the first output of a regression model)."""
     if target is None:
         return 0 if entry.config.get("task") == "regression" else None
-    labels = _labels(entry, count)
-    if target in labels:
-        return labels.index(target)
+    names = labels(entry, count)
+    if target in names:
+        return names.index(target)
     if target.isdecimal() and int(target) < count:
         return int(target)
     raise ApiError(
         422,
         f"target: {target!r} is neither a label of model {entry.name!r} "
-        f"({', '.join(labels)}) nor an output index below {count}",
+        f"({', '.join(names)}) nor an output index below {count}",
     )
 
 
@@ -89,23 +89,15 @@ def _path(entry: ModelEntry, path: str, tokens: int, settings: Settings) -> str:
 
 
 def _explained_output(
-    explained: Explained, labels: list[str], probabilities: torch.Tensor | None
+    explained: Explained, names: list[str], probabilities: torch.Tensor | None
 ) -> ExplainedOutput:
     t = explained.target
     return ExplainedOutput(
-        label=labels[t],
+        label=names[t],
         index=t,
         output=float(explained.outputs[t]),
         baseline_output=float(explained.baseline_outputs[t]),
         probability=None if probabilities is None else min(1.0, float(probabilities[t])),
-    )
-
-
-def _timings(explained: Explained, start: float) -> Timings:
-    return Timings(
-        queue_ms=explained.queue_s * 1000,
-        inference_ms=explained.inference_s * 1000,
-        total_ms=(time.perf_counter() - start) * 1000,
     )
 
 
@@ -195,7 +187,7 @@ async def explain_route(
 
 async def _explain_image(
     request: Request,
-    runtime: ModelRuntime | RemoteRuntime,
+    runtime: Runtime,
     settings: Settings,
     index: int | None,
     path: str,
@@ -205,16 +197,7 @@ async def _explain_image(
 ) -> ImageExplanation:
     entry, spec = runtime.entry, runtime.spec
     assert spec is not None  # every image runtime has one
-    data, content_type = await _read_image(request, settings.max_body_bytes)
-    load = partial(
-        load_image,
-        data,
-        spec,
-        content_type=content_type,
-        resize=resize,
-        max_pixels=settings.max_image_pixels,
-    )
-    prepared = load() if decodes_quickly(data) else await anyio.to_thread.run_sync(load)
+    prepared = await load_upload(request, runtime, settings, resize)
     height, width = prepared.size
     tokens = backends.image_tokens(entry, height, width)
     if tokens * (steps + 1) > settings.max_explain_patches:
@@ -228,7 +211,7 @@ async def _explain_image(
     item = ExplainRequest(prepared.tensor, chosen, steps, index)
     explained = await explain(request.app.state.explainers, runtime, item)
     count = int(entry.config["num_classes"])
-    labels = _labels(entry, count)
+    names = labels(entry, count)
     probabilities = explained.outputs.softmax(-1)
     return ImageExplanation(
         kind="image",
@@ -237,14 +220,14 @@ async def _explain_image(
         path=chosen,
         method=_method(steps),
         steps=steps,
-        target=_explained_output(explained, labels, probabilities),
-        predictions=_ranked(probabilities, labels, count),
+        target=_explained_output(explained, names, probabilities),
+        predictions=ranked(probabilities, names, count),
         resize=resize,
         image_size=ImageSize(height=height, width=width),
         original_size=ImageSize(height=prepared.original_size[0], width=prepared.original_size[1]),
         patch_size=spec.patch_size,
         contributions=explained.contributions.tolist(),
-        timings=_timings(explained, start),
+        timings=timings(explained.queue_s, explained.inference_s, start),
     )
 
 
@@ -258,7 +241,7 @@ def _molecule_explanation(
 ) -> MoleculeExplanation:
     """The answer for a molecule model, with the drawing (RDKit: run off the event loop)."""
     count = int(entry.config["num_classes"])
-    labels = _labels(entry, count)
+    names = labels(entry, count)
     regression = entry.config.get("task") == "regression"
     probabilities = None if regression else explained.outputs.softmax(-1)
     by_node = explained.contributions.tolist()
@@ -270,7 +253,7 @@ def _molecule_explanation(
     ]
     values = [
         RegressionValue(name=n, value=v)
-        for n, v in zip(labels, explained.outputs.tolist(), strict=True)
+        for n, v in zip(names, explained.outputs.tolist(), strict=True)
     ]
     return MoleculeExplanation(
         kind="graph",
@@ -280,13 +263,13 @@ def _molecule_explanation(
         method=_method(steps),
         steps=steps,
         task="regression" if regression else "classification",
-        target=_explained_output(explained, labels, probabilities),
-        predictions=None if probabilities is None else _ranked(probabilities, labels, count),
+        target=_explained_output(explained, names, probabilities),
+        predictions=None if probabilities is None else ranked(probabilities, names, count),
         values=values if regression else None,
         smiles=molecule.smiles,
         atoms=atoms,
         svg=draw_svg(molecule.mol, [a.contribution for a in atoms]),
-        timings=_timings(explained, start),
+        timings=timings(explained.queue_s, explained.inference_s, start),
     )
 
 

@@ -9,36 +9,16 @@ Health endpoints are open; the rest needs the API key when one is configured.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from functools import partial
 from typing import Annotated, Any
 
-import anyio.to_thread
-import torch
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from app.api.body_decoding import DecodedInferRequest, decode_infer_request
 from app.api.dependencies import ApiKey, RepositoryDep, ServerStateDep, SettingsDep
-from app.api.molecules import (
-    INLINE_MOLECULE_WORK,
-    check_tensor_smiles,
-    graphs_from_tensor,
-    images_from_tensor,
-    molecule_limits,
-)
+from app.api.handlers import handler_for
 from app.api.openapi import RETRY_AFTER, error_responses, inference_request_body
-from app.api.routes.common import (
-    ModelName,
-    choose_path,
-    find_entry,
-    find_ready_entry,
-    find_runtime,
-    finite_outputs,
-    image_size,
-    inflight,
-)
+from app.api.routes.common import ModelName, find_entry, find_ready_entry, find_runtime, inflight
 from app.api.schemas.common import PATHS
 from app.api.schemas.v2 import (
     InferenceResponse,
@@ -46,17 +26,13 @@ from app.api.schemas.v2 import (
     ModelMetadata,
     ModelReady,
     Readiness,
-    ResponseOutput,
     ServerMetadata,
     TensorMetadata,
 )
 from app.core.errors import RETRY_AFTER_S, ApiError, error_response
 from app.core.settings import Settings
-from app.serving.admission import Deadline
-from app.serving.cost_formulas import GraphBatch, Size
-from app.serving.deadlines import request_deadline, unless_disconnected
-from app.serving.decoder_pool import decode_body, run_heavy
-from app.serving.inference import Outcome
+from app.serving.deadlines import request_deadline
+from app.serving.decoder_pool import decode_body
 from app.serving.model_state import ModelUnavailable
 from app.serving.repository import ModelEntry, ModelRepository
 
@@ -101,32 +77,18 @@ def _version(name: str, version: str | None) -> int | None:
     return int(version)
 
 
-def input_name(entry: ModelEntry) -> str:
-    return "images" if entry.kind == "image" else "smiles"
-
-
-def output_names(entry: ModelEntry) -> list[str]:
-    if entry.config.get("task", "classification") == "regression":
-        return ["values"]
-    return ["probabilities", "logits"]
-
-
 def model_metadata(entry: ModelEntry, versions: list[ModelEntry]) -> ModelMetadata:
     """Inputs and outputs of ``entry``; -1 marks variable dimensions."""
     outputs = int(entry.config.get("num_classes", len(entry.labels) or 1))
-    if entry.kind == "image":
-        channels = int(entry.config.get("in_chans", 3))
-        inputs = [TensorMetadata(name="images", datatype="FP32", shape=[-1, channels, -1, -1])]
-    else:
-        inputs = [TensorMetadata(name="smiles", datatype="BYTES", shape=[-1])]
+    handler = handler_for(entry)
     return ModelMetadata(
         name=entry.name,
         versions=[str(v.version) for v in versions],
         platform=PLATFORM,
-        inputs=inputs,
+        inputs=[handler.v2_input_metadata(entry)],
         outputs=[
             TensorMetadata(name=n, datatype="FP32", shape=[-1, outputs])
-            for n in output_names(entry)
+            for n in handler.v2_outputs(entry)
         ],
     )
 
@@ -269,25 +231,6 @@ def _path(parsed: DecodedInferRequest) -> str:
     return str(path)
 
 
-def _choose(
-    entry: ModelEntry, path: str, size: Size, deadline: Deadline, settings: Settings, smaller: str
-) -> str:
-    return choose_path(
-        entry, path, size, deadline, settings, smaller=smaller, status=400, field="parameters.path"
-    )
-
-
-async def _every(awaitables: list[Awaitable[Outcome]]) -> list[Outcome]:
-    """All results; when one fails, the others are cancelled (their queued work dropped)."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
-
-
 INFER_ERRORS = error_responses(400, 404, 408, 413, 422, 431, 503, 504)
 
 
@@ -323,67 +266,28 @@ async def _infer(
     deadline = request_deadline(request, settings.request_timeout_s)
     runtime = find_runtime(request, name, _version(name, version))
     entry = runtime.entry
+    handler = handler_for(entry)
     parsed = await _parse(request)
-    expected = input_name(entry)
-    if len(parsed.inputs) != 1 or parsed.inputs[0].name != expected:
+    if len(parsed.inputs) != 1 or parsed.inputs[0].name != handler.v2_input:
         given = [i.name for i in parsed.inputs]
-        raise ApiError(400, f"model {name!r} takes one input {expected!r}, got {given}")
-    available = output_names(entry)
+        raise ApiError(400, f"model {name!r} takes one input {handler.v2_input!r}, got {given}")
+    available = handler.v2_outputs(entry)
     wanted = parsed.outputs or available
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise ApiError(400, f"unknown output(s) {unknown}; model {name!r} has {available}")
-    path = _path(parsed)
-    tensor = parsed.inputs[0]
+    requested = _path(parsed)
     runtime.admit(deadline)  # an overloaded model sheds before the tensor is decoded
     with inflight(request, name):
-        if entry.kind == "image":
-            assert runtime.spec is not None
-            images = await anyio.to_thread.run_sync(
-                partial(
-                    images_from_tensor,
-                    tensor,
-                    runtime.spec,
-                    max_batch=settings.max_queue_size,
-                    max_pixels=settings.max_image_pixels,
-                )
-            )
-            size = image_size(entry, *images.shape[2:])
-            chosen = _choose(entry, path, size, deadline, settings, "a smaller image")
-            outcomes = await unless_disconnected(
-                request, _every([runtime.classify(im, chosen, deadline) for im in images])
-            )
-            outputs = torch.stack([o.outputs for o in outcomes])
-        else:
-            limits = molecule_limits(settings)
-            max_batch = settings.max_graphs_per_request
-            work = await anyio.to_thread.run_sync(
-                partial(check_tensor_smiles, tensor, max_batch=max_batch, limits=limits)
-            )
-            graphs = await run_heavy(
-                partial(graphs_from_tensor, tensor, max_batch=max_batch, limits=limits),
-                heavy=work > INLINE_MOLECULE_WORK,
-            )
-            size = await anyio.to_thread.run_sync(GraphBatch.of, graphs)
-            chosen = _choose(entry, path, size, deadline, settings, "fewer or smaller molecules")
-            outcome = await unless_disconnected(
-                request, runtime.predict(graphs, chosen, deadline, size=size)
-            )
-            outputs = outcome.outputs
-    outputs = finite_outputs(outputs, name)
-    tensors = {"probabilities": outputs.softmax(-1), "logits": outputs, "values": outputs}
+        decoded = await handler.decode_v2(parsed.inputs[0], runtime, settings)
+        path = handler.choose(
+            entry, requested, decoded.size, deadline, settings, status=400, field="parameters.path"
+        )
+        predicted = await handler.predict(request, runtime, decoded, path, deadline)
     return InferenceResponse(
         model_name=name,
         model_version=str(entry.version),
         id=parsed.id,
-        parameters={"path": chosen},
-        outputs=[
-            ResponseOutput(
-                name=n,
-                shape=list(tensors[n].shape),
-                datatype="FP32",
-                data=tensors[n].flatten().tolist(),
-            )
-            for n in wanted
-        ],
+        parameters={"path": path},
+        outputs=handler.encode_v2(predicted.outputs, wanted),
     )
