@@ -11,6 +11,7 @@ import torch
 
 from app.api.body_decoding import DecodedTensor
 from app.api.handlers import GRAPHS, Decoded, Predicted
+from app.api.handlers import graphs as graphs_module
 from app.api.schemas.v1 import PredictRequest
 from app.api.schemas.v2 import RequestInput
 from app.core.settings import Settings
@@ -44,6 +45,27 @@ def test_v2_tensor_decodes_like_the_v1_request() -> None:
     decoded = asyncio.run(GRAPHS.decode_v2(tensor, None, Settings()))  # type: ignore[arg-type]
     assert [g.num_nodes for g in decoded.inputs] == [featurize_smiles(s).num_nodes for s in SMILES]
     assert decoded.size == GraphBatch.of(decoded.inputs)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "threads"),
+    [(["CCO"], 0), (["CC(C)CCCC(C)C1CCC2C1(CCC3C2CC=C4C3(CCC(C4)O)C)C"], 0), (["C" * 40], 1)],
+)
+def test_small_requests_decode_on_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch, smiles: list[str], threads: int
+) -> None:
+    """Cholesterol (59 nodes plus bonds) stays inline; 40 carbons (79) take one thread hop."""
+    hops = []
+
+    async def to_thread(function, *args):
+        hops.append(function)
+        return function(*args)
+
+    monkeypatch.setattr(graphs_module.anyio.to_thread, "run_sync", to_thread)
+    body = PredictRequest.model_validate({"graphs": [{"smiles": s} for s in smiles]})
+    decoded = asyncio.run(GRAPHS.decode_v1(body, Settings()))
+    assert len(hops) == threads
+    assert [g.num_nodes for g in decoded.inputs] == [featurize_smiles(s).num_nodes for s in smiles]
 
 
 def test_classification_answer_ranks_every_class_per_molecule() -> None:
