@@ -3,7 +3,8 @@
 Registered here: the vision presets of the paper (patch 16, depth 12; T dim 192 / 3 heads,
 S 384 / 6, B 768 / 12) for ``PLSTMVision`` (``plstm_vis_*``) and ``ViT`` (``vit_*``), and the
 graph models ``plstm_graph`` (``PLSTMGraph``) and ``gin`` (``GIN``) from ``models.graph`` and
-``gin_xu`` (``GINXu``, the GIN of Xu et al. 2019) from ``models.gin_xu``.
+``gin_xu`` (``GINXu``, the GIN of Xu et al. 2019) from ``models.gin_xu``, and the CNN
+baseline ``resnet_small`` (``ResNetClassifier``, not servable) from ``models.cnn``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from models.capabilities import ModelCapabilities, capabilities_of
+from models.cnn import ResNetClassifier
 from models.gin_xu import GINXu
 from models.graph import GIN, PLSTMGraph
 from models.vision import PLSTMVision, ViT
@@ -154,3 +156,4 @@ for _size, (_dim, _heads) in VISION_SIZES.items():
 register_model("plstm_graph")(PLSTMGraph)
 register_model("gin")(GIN)
 register_model("gin_xu")(GINXu)
+register_model("resnet_small")(ResNetClassifier)

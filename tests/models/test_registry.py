@@ -19,10 +19,12 @@ from torch import nn
 
 from models import PLSTMVision, ViT, create_model, list_models
 from models.backbone import IsotropicVisionModel
+from models.cnn import ResNetClassifier
 from models.registry import ModelRegistry, model_entry
 
 TINY_VISION = {"dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8}
 VISION_CLASSES = 5
+TINY_CNN = {"widths": [8, 16], "blocks": 1}
 TINY_GRAPH = {"num_node_features": 7, "num_classes": 3, "dim": 16, "depth": 2, "num_heads": 2}
 GRAPH_CLASSES = 3
 BATCH = 2
@@ -33,10 +35,20 @@ def is_vision(name: str) -> bool:
     return cls is not None and issubclass(cls, IsotropicVisionModel)
 
 
+def is_cnn(name: str) -> bool:
+    return model_entry(name).model_class is ResNetClassifier
+
+
+def takes_images(name: str) -> bool:
+    return is_vision(name) or is_cnn(name)
+
+
 def tiny_overrides(name: str) -> dict:
-    """Tiny constructor overrides for a registered model (vision or graph family)."""
+    """Tiny constructor overrides for a registered model (vision, CNN or graph family)."""
     if is_vision(name):
         return {**TINY_VISION, "num_classes": VISION_CLASSES}
+    if is_cnn(name):
+        return {**TINY_CNN, "num_classes": VISION_CLASSES}
     params = inspect.signature(model_entry(name).builder).parameters
     if "num_node_features" in params:
         return {k: v for k, v in TINY_GRAPH.items() if k in params}
@@ -76,13 +88,13 @@ def tiny_graph_batch(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, to
 
 def tiny_inputs(name: str, seed: int = 0, size: tuple[int, int] = (32, 32)) -> tuple:
     g = torch.Generator().manual_seed(seed)
-    if is_vision(name):
+    if takes_images(name):
         return (torch.randn(BATCH, 3, *size, generator=g),)
     return tiny_graph_batch(g)
 
 
 def expected_shape(name: str) -> tuple[int, int]:
-    return (BATCH, VISION_CLASSES if is_vision(name) else GRAPH_CLASSES)
+    return (BATCH, VISION_CLASSES if takes_images(name) else GRAPH_CLASSES)
 
 
 MODELS = list_models()

@@ -1,6 +1,6 @@
 """Arrow experiments built by ``build_run``: pixel standardisation recorded in the model config,
 cached training / validation images, the conv stem / BatchNorm head defaults, and options that
-only apply to arrow experiments."""
+only apply to arrow experiments (or to its token models: not the CNN)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models.backbone import BatchNormConvStem, PatchEmbed
+from models.cnn import ResNetClassifier
 from training.data.arrows import TRAIN_SEED, render_sample
 from training.experiments import ExperimentOptions, build_run, check_options, get_experiment
 from training.loop import RunSpec
@@ -119,3 +120,22 @@ def test_bad_stem_and_head_norm_values_are_refused(option: str, value: str, matc
             check_options(get_experiment(name), ExperimentOptions(**{option: value}))
         with pytest.raises(ValueError, match=match):
             build_run(name, ExperimentOptions(**TINY_MODEL, **{option: value}))
+
+
+def test_arrow_cnn_builds_the_small_resnet_with_the_pixel_statistics() -> None:
+    torch.manual_seed(0)
+    spec = build_run("arrow-cnn", ExperimentOptions(**SMALL))
+    assert spec.model_name == "resnet_small" and isinstance(spec.model, ResNetClassifier)
+    assert spec.model.config["input_mean"] == _build().model.config["input_mean"]
+    assert spec.model(torch.rand(2, 3, 96, 96)).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("stem", "patch"), ("head_norm", "none"), ("pooling", "mean"), ("model_size", "s"),
+     ("dim", 64), ("depth", 2), ("heads", 2), ("method", "recurrent")],
+)  # fmt: skip
+def test_token_model_options_are_refused_for_the_cnn(option: str, value: object) -> None:
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{flag} do\\(es\\) not apply"):
+        check_options(get_experiment("arrow-cnn"), ExperimentOptions(**{option: value}))
