@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         "weights, else export it at load; allows path=onnx, which path=auto then prefers "
         "(images at the exported resolution only). A failed export leaves the torch paths.",
     )
+    inference_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Precision of the model calls: bfloat16 runs them under bf16 autocast "
+        "(weights stay float32; the ONNX path and explanations stay float32), float32 without, "
+        "auto bf16 on a GPU for checkpoints whose weights are stored in bf16 (their metrics "
+        "were measured with those rounded weights), float32 otherwise.",
+    )
     cuda_graphs: bool = Field(
         True,
         description="On a GPU, replay image-model forwards (parallel path, up to 1024 patches) "

@@ -127,6 +127,12 @@ def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+def _precision(entry: ModelEntry) -> torch.autocast:
+    """Autocast for the entry's model calls (``entry.autocast_dtype``; disabled for None)."""
+    dtype = entry.autocast_dtype
+    return torch.autocast(entry.device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         got = (
@@ -163,7 +169,7 @@ def _forward_images(entry: ModelEntry, images: torch.Tensor, path: str) -> torch
     if path == "onnx":
         with entry.lock:
             return run_image_session(entry.onnx_session, images)
-    with entry.lock, torch.inference_mode():
+    with entry.lock, torch.inference_mode(), _precision(entry):
         use_method(model, path)
         x = images.to(entry.device, dtype=_model_dtype(model))
         if entry.graphs is not None and path == "parallel":
@@ -217,7 +223,7 @@ def _forward_graphs(entry: ModelEntry, graphs: Sequence[MolGraph], path: str) ->
     x, edge_index, edge_attr, batch = batch_graphs(graphs)
     if path == "onnx":
         return _run_onnx_graphs(entry, x, edge_index, edge_attr, batch, len(graphs))
-    with entry.lock, torch.inference_mode():
+    with entry.lock, torch.inference_mode(), _precision(entry):
         use_method(model, path)
         dtype = _model_dtype(model)
         out = model(

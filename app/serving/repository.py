@@ -137,6 +137,9 @@ class ModelEntry:
     is not loaded."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held while the model runs: switching the pLSTM method is not thread-safe."""
+    autocast_dtype: torch.dtype | None = None
+    """The dtype the model calls run under autocast in; None: float32 (see
+    :func:`autocast_dtype`)."""
 
     @property
     def capabilities(self) -> ModelCapabilities | None:
@@ -367,7 +370,8 @@ class ModelRepository:
     """Loads and holds every model version under ``path`` on ``device`` ("auto" | "cpu" |
     "cuda" | a torch.device). ``onnx``: also serve ONNX exports (:func:`attach_onnx`), for
     graph components of up to ``onnx_max_graph_nodes`` nodes (the server passes
-    ``max_atoms``)."""
+    ``max_atoms``). ``precision``: the models' calls in float32 or under bf16 autocast
+    (:func:`autocast_dtype`)."""
 
     def __init__(
         self,
@@ -380,8 +384,10 @@ class ModelRepository:
         cuda_graphs: bool = False,
         max_batch_size: int = 64,
         max_request_memory_mb: float | None = None,
+        precision: str = "auto",
     ) -> None:
         self.path = Path(path)
+        self.precision = precision
         self.device = resolve_device(device)
         self.warmup = warmup
         self.onnx = onnx
@@ -432,8 +438,14 @@ class ModelRepository:
             entry.mark_unavailable(exc.reason, str(exc))
             return entry
         entry.state = READY
+        precision = "float32" if entry.autocast_dtype is None else "bf16 autocast"
         logger.info(
-            "model %s version %d READY (%s on %s)", name, version, entry.architecture, self.device
+            "model %s version %d READY (%s on %s, %s)",
+            name,
+            version,
+            entry.architecture,
+            self.device,
+            precision,
         )
         return entry
 
@@ -459,6 +471,7 @@ class ModelRepository:
                 ARCHITECTURE_UNSUPPORTED, f"architecture {entry.architecture!r} cannot be served"
             )
         entry.model = checkpoint.model
+        entry.autocast_dtype = autocast_dtype(self.precision, self.device, checkpoint.weights_dtype)
         if self.cuda_graphs and entry.kind == "image":
             entry.graphs = InferenceGraphs(max_batch=self.max_batch_size)
         if self.warmup:
@@ -509,6 +522,21 @@ class ModelRepository:
         return ready[-1] if ready else list(versions.values())[-1]
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def autocast_dtype(precision: str, device: torch.device, weights_dtype: str) -> torch.dtype | None:
+    """The autocast dtype of a model's calls for the ``inference_precision`` setting: bf16 when
+    asked for, or with ``auto`` on a GPU for weights stored in bf16; None (float32) otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "bfloat16" or (
+        precision == "auto" and device.type == "cuda" and weights_dtype == "bfloat16"
+    ):
+        return torch.bfloat16
+    return None
+
+
 def build_repository(settings: Settings) -> ModelRepository:
     """The (not yet loaded) repository ``settings`` describe; ValueError when the configured
     device does not exist here. The process that builds it runs the models: its torch threads
@@ -523,4 +551,5 @@ def build_repository(settings: Settings) -> ModelRepository:
         cuda_graphs=settings.cuda_graphs,
         max_batch_size=settings.max_batch_size,
         max_request_memory_mb=settings.max_request_memory_mb,
+        precision=settings.inference_precision,
     )

@@ -17,6 +17,7 @@ from app.serving.repository import (
     UNAVAILABLE,
     ModelNotFound,
     ModelRepository,
+    autocast_dtype,
     resolve_device,
 )
 from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
@@ -343,3 +344,56 @@ def test_onnx_extension_point(repo_root: Path) -> None:
     torch.testing.assert_close(
         backends.run_images(vit, images, "onnx"), backends.run_images(vit, images, "parallel")
     )
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "weights", "expected"),
+    [
+        ("auto", "cuda", "bfloat16", torch.bfloat16),
+        ("auto", "cuda", "float32", None),
+        ("auto", "cpu", "bfloat16", None),
+        ("float32", "cuda", "bfloat16", None),
+        ("bfloat16", "cpu", "float32", torch.bfloat16),
+    ],
+)
+def test_autocast_dtype_by_setting_device_and_weights(
+    precision: str, device: str, weights: str, expected: torch.dtype | None
+) -> None:
+    assert autocast_dtype(precision, torch.device(device), weights) == expected
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("fp16", torch.device("cpu"), "float32")
+
+
+@pytest.fixture(scope="module")
+def bf16_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    root = tmp_path_factory.mktemp("bf16_repository")
+    _save(root, "vis", 1, "plstm_vis_t", 1, num_classes=3, chunk_size=2, **VISION)
+    _save(root, "mol", 1, "plstm_graph", 4, dim=16, depth=2, num_heads=2, num_classes=3, **GRAPH)
+    repository = ModelRepository(root, device="cpu", precision="bfloat16")
+    repository.load_all()
+    return repository
+
+
+def test_bf16_precision_runs_images_under_autocast(
+    repo: ModelRepository, bf16_repo: ModelRepository
+) -> None:
+    images = _images(3, size=24)
+    exact = backends.run_images(repo.get("vis", 1), images, "parallel")
+    entry = bf16_repo.get("vis")
+    out = backends.run_images(entry, images, "parallel")
+    assert entry.autocast_dtype == torch.bfloat16 and out.dtype == torch.float32
+    assert not torch.equal(out, exact)  # bf16 products: not bit-equal to float32
+    torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
+
+
+def test_bf16_precision_runs_graphs_under_autocast(
+    repo: ModelRepository, bf16_repo: ModelRepository
+) -> None:
+    graphs = [featurize_smiles(s) for s in SMILES]
+    exact = backends.run_graphs(repo.get("mol", 1), graphs, "parallel")
+    out = backends.run_graphs(bf16_repo.get("mol"), graphs, "parallel")
+    assert not torch.equal(out, exact)
+    torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
