@@ -2,43 +2,74 @@
 
 Orientation o = fx + 2·fy (the order of ``ORIENTATION_FLIPS``) runs ``plstm_2d``'s edges in
 its frame, the grid flipped along x if fx and along y if fy. :func:`grid_gates` returns every
-gate as one contiguous ``[P,fx,fy,X,Y]`` tensor (P = B·H), in stored order or, with
-``x_frames``, with x in each orientation's frame order (reversed where fx = 1); y is always
-in stored order. :func:`frame_inputs` unpacks q, k, v and the gates of all four orientations
-into their full frames (x and y flipped) by one gather each, :func:`from_frames` sums outputs
-back.
+gate as a ``[P,fx,fy,X,Y]`` view (P = B·H) of one contiguous ``[6,P,fx,fy,X,Y]`` tensor, in
+stored order or, with ``x_frames``, with x in each orientation's frame order (reversed where
+fx = 1); y is always in stored order; O(B·X·Y·O·H) time and memory. :func:`frame_inputs`
+unpacks q, k, v and the gates of all four orientations into their full frames (x and y
+flipped) by one gather each, :func:`from_frames` sums outputs back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from plstm_core.gates import gate_logits
+from plstm_core.gates import TRANSITION_SCALE, gate_logits
 from plstm_core.ops.grid_mix import ORIENTATION_FLIPS, GridMixLayout, transition_from_logits
 from plstm_core.ops.workspace import cached_constant
 
+ENTRIES = ("t10", "source", "mark", "t01", "t00", "t11")
+"""Order of the gates in :attr:`GridGates.packed`: source and mark adjacent (one sigmoid writes
+both), (source, t01) and (t10, mark) each at a stride of 2, so that the closed form of the
+column matrices (:func:`plstm_core.ops.grid_mix_summed.column_matrices`) reads them as views."""
 
-def flip_x_frames(t: torch.Tensor) -> torch.Tensor:
-    """t ``[P,fx,X,...]``: reverse the x axis (dim 2) where fx = 1 (stored order ↔ frame)."""
-    return torch.cat([t[:, :1], t[:, 1:].flip(2)], dim=1)
 
-
-@dataclass(frozen=True)
-class GridGates:
+class GridGates(NamedTuple):
     """Gates ``[P,fx,fy,X,Y]``: Source and Mark (shared by both edge directions) and the
-    Transition entries ``t<in><out>`` (edge direction 0 along x, 1 along y). X may be padded
-    with zero-gate columns after the stored grid: no path to a real node crosses them."""
+    Transition entries ``t<in><out>`` (edge direction 0 along x, 1 along y), all views of
+    ``packed`` ``[6,P,fx,fy,X,Y]`` (order :data:`ENTRIES`). X may be padded with zero-gate
+    columns after the stored grid: no path to a real node crosses them."""
 
+    packed: torch.Tensor
+    t10: torch.Tensor
     source: torch.Tensor
     mark: torch.Tensor
-    t00: torch.Tensor
     t01: torch.Tensor
-    t10: torch.Tensor
+    t00: torch.Tensor
     t11: torch.Tensor
+
+
+def write_into(out: torch.Tensor, op: Callable[..., torch.Tensor], *args: object) -> None:
+    """``out[...] = op(*args)``: straight into ``out`` (any strides) when no gradient is
+    recorded, else by ``copy_`` (``out=`` forms do not support autograd)."""
+    if torch.is_grad_enabled():
+        out.copy_(op(*args))
+    else:
+        op(*args, out=out)
+
+
+def _transition_entries(
+    logits: torch.Tensor, sig: torch.Tensor, mode: str, out: torch.Tensor
+) -> None:
+    """Write the transition entries of logits ``[B,X,Y,O,H,n]`` (sig: their sigmoid) into out
+    ``[6,B,X,Y,O,H]`` at their places in :data:`ENTRIES` (the arithmetic of
+    ``transition_from_logits``)."""
+    if mode == "P":  # t10 = t00 = γα, t11 = t01 = γ(1−α) (pmode_grid_matrix)
+        alpha = sig[..., 0]
+        gamma = torch.tanh(TRANSITION_SCALE * logits[..., 1])
+        out[0:5:4].copy_(gamma * alpha)
+        out[3:6:2].copy_(gamma * (1.0 - alpha))
+    elif mode == "D":  # t01 = 0 (dmode_grid_transition); logits (t00, t10, t11)
+        t = torch.tanh(TRANSITION_SCALE * logits)
+        out[4:6].copy_(t[..., 0:3:2].movedim(-1, 0))
+        out[0].copy_(t[..., 1])
+        out[3].zero_()
+    else:
+        t = transition_from_logits(logits, mode)  # [..., in, out]
+        for entry, (i, o) in (("t00", (0, 0)), ("t01", (0, 1)), ("t10", (1, 0)), ("t11", (1, 1))):
+            out[ENTRIES.index(entry)].copy_(t[..., i, o])
 
 
 def grid_gates(
@@ -50,26 +81,44 @@ def grid_gates(
     x_frames: bool = False,
 ) -> tuple[GridGates, torch.Tensor]:
     """Gates from z ``[B,X,Y,F]`` in ``dtype``: the per-orientation gates (X zero-padded to
-    ``padded_x``; x in frame order with ``x_frames``) and direct ``[B·H,X,Y]`` summed over the
-    four orientations (stored order). O(B·X·Y·O·H) time and memory."""
+    ``padded_x``; x in frame order with ``x_frames``) and direct ``[B,H,X,Y]`` (a view)
+    summed over the four orientations (stored order). O(B·X·Y·O·H) time and memory."""
     B, X, Y, _ = z.shape
-    H, O = layout.num_heads, len(ORIENTATION_FLIPS)
-    logits = gate_logits(z[..., layout.source_offset :]).to(dtype)
+    H, O, n = layout.num_heads, len(ORIENTATION_FLIPS), layout.transition_logits
+    # contiguous, so that sigmoid and tanh take their vectorised paths (several times faster
+    # than on short strided rows); the sigmoid of every logit, P-mode angles included
+    logits = gate_logits(z[..., layout.source_offset :]).to(dtype).contiguous()
+    sig = torch.sigmoid(logits)
     split = layout.transition_offset - layout.source_offset
-    sig = torch.sigmoid(logits[..., :split]).unflatten(-1, (3, O, H))  # source, mark, direct
-    direct = sig[..., 2, :, :].sum(-2).permute(0, 3, 1, 2).reshape(B * H, X, Y)
-    t = transition_from_logits(
-        logits[..., split:].unflatten(-1, (O, H, layout.transition_logits)), layout.mode
-    )  # [B,X,Y,O,H,2,2]
-    packed = torch.cat([sig[..., :2, :, :], t.flatten(-2).permute(0, 1, 2, 5, 3, 4)], dim=3)
-    # [B,X,Y,6,(fy,fx),H] → [6,B·H,fx,fy,X,Y]
-    packed = packed.unflatten(4, (2, 2)).permute(3, 0, 6, 5, 4, 1, 2)
-    packed = packed.reshape(6, B * H, 2, 2, X, Y)
-    if padded_x > X:
-        packed = F.pad(packed, (0, 0, 0, padded_x - X))
-    if x_frames:
-        packed = torch.cat([packed[:, :, :1], packed[:, :, 1:].flip(4)], dim=2)
-    return GridGates(*packed.unbind(0)), direct
+    gates = logits.new_empty(len(ENTRIES), B, X, Y, O, H)
+    sigmoid_gates = sig[..., :split].unflatten(-1, (3, O, H))  # source, mark, direct
+    gates[1:3].copy_(sigmoid_gates[..., :2, :, :].movedim(3, 0))
+    direct = sigmoid_gates[..., 2, :, :].sum(-2).permute(0, 3, 1, 2)
+    _transition_entries(
+        logits[..., split:].unflatten(-1, (O, H, n)),
+        sig[..., split:].unflatten(-1, (O, H, n)),
+        layout.mode,
+        gates,
+    )
+    # [6,B,X,Y,(fy,fx),H] → [6,B,H,fx,fy,X,Y]
+    gates = gates.unflatten(4, (2, 2)).permute(0, 1, 6, 5, 4, 2, 3)
+    if padded_x == X and not x_frames:
+        packed = gates.reshape(len(ENTRIES), B * H, 2, 2, X, Y)
+        return GridGates(packed, *packed.unbind(0)), direct
+    packed = gates.new_empty(len(ENTRIES), B, H, 2, 2, padded_x, Y)
+    pad = padded_x - X
+    if x_frames:  # fx = 1 in frame order: padding first, then the columns reversed
+        packed[:, :, :, 0, :, :X].copy_(gates[:, :, :, 0])
+        packed[:, :, :, 1, :, pad:].copy_(gates[:, :, :, 1].flip(-2))
+        if pad:
+            packed[:, :, :, 0, :, X:].zero_()
+            packed[:, :, :, 1, :, :pad].zero_()
+    else:
+        packed[..., :X, :].copy_(gates)
+        if pad:
+            packed[..., X:, :].zero_()
+    packed = packed.view(len(ENTRIES), B * H, 2, 2, padded_x, Y)
+    return GridGates(packed, *packed.unbind(0)), direct
 
 
 @cached_constant(maxsize=64)

@@ -12,19 +12,22 @@ four. Nothing of size B·H·N²·O is materialised and every block of G is writt
    a path inside a column carries the product of the vertical transitions strictly between its
    ends, the same in both y directions, so fy only picks the triangle. Per column Ψ (node →
    outgoing right edge), Γ (node → node) and, for modes P / U, Μ (incoming left edge → node),
-   Φ (left edge → right edge), Y×Y each.
+   Φ (left edge → right edge), Y×Y each, all four from one broadcast product.
 2. Blocks between columns.
    Mode D (the horizontal → vertical transition is zero, so a path runs down its source
    column, turns once and runs along one row, paper 4.2): G[x,y; x',y'] =
    Ψ_{x'}[y', y] · Π_{x' < j < x} t00(j, y) · mark(x, y) (products between x' and x in either
    x direction): per target row y and source column x' a product of rank 4 (the four
-   orientations), one batched [X,4]·[4,Y] product and one reordering copy, O(N²).
+   orientations), one batched [X,4]·[4,Y] product, O(N²); G stays in that product's order
+   ([y, x', x, y'] in memory) and the contraction reads it through a permuted view.
    Modes P / U: columns merge pairwise along x in log depth (paper eq. 17-20 with Y×Y matrices),
    in each fx's frame (x reversed for fx = 1) with the two fy stacked along the edge axis
    (2·Y edges, Φ block diagonal), so that at every level the cross blocks Μ_Dᵀ·Ψ_Uᵀ of all
    sibling pairs (U upstream, D downstream) of both fx and both fy are ONE batched product,
    its operands' rows put in stored order beforehand; O(N2²·Y) in all.
 3. Diagonal column blocks: Σ_o Γ_o, and Σ_o Direct_o on the diagonal.
+4. The contraction, per image: scores q·kᵀ scaled by K^-1/2 inside the product, ⊙ G in
+   place, then ·v written straight into the ``[X,Y,H,V]`` output order.
 
 For the merges X is padded with zero-gate columns to X2 = 2^a or 3·2^a (X2 < 4/3·X + 1);
 padded nodes are never reached and are cut off before the contraction.
@@ -42,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from plstm_core.ops.grid_mix import GridMixLayout
-from plstm_core.ops.grid_mix_gates import GridGates, flip_x_frames, grid_gates
+from plstm_core.ops.grid_mix_gates import GridGates, grid_gates, write_into
 from plstm_core.ops.workspace import cached_constant, scratch
 
 
@@ -64,17 +67,23 @@ def _triangles(L: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.
     return apart, 1.0 - apart, before, torch.eye(L, dtype=dtype, device=device)
 
 
-def path_products(t: torch.Tensor, reverse_dim: int) -> torch.Tensor:
-    """t ``[..., L]`` (with a size-2 axis ``reverse_dim``) → ``[..., L, L]``: entry (a, b) is
-    Π_{min(a,b) < r < max(a,b)} t[r] for a < b where that axis is 0 and for a > b where it is 1
-    (the walk runs backwards there), zero elsewhere. O(L²) per row of t."""
+def path_product_halves(t: torch.Tensor, reverse_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`path_products` as its two halves along ``reverse_dim`` (that axis dropped): the
+    forward walk (a < b) and the backward one (a > b, a transposed view)."""
     L = t.shape[-1]
     apart, close, before, _ = _triangles(L, t.dtype, t.device)
     shifted = F.pad(t[..., :-1], (1, 0))  # shifted[b] = t[b − 1]
     # Π_{a+1 < r ≤ b} t[r − 1] = Π_{a < r < b} t[r] for a < b, then the lower triangle cut
     forward = torch.cumprod(torch.addcmul(close, shifted[..., None, :], apart), -1) * before
     fwd, bwd = forward.unbind(reverse_dim)
-    return torch.stack([fwd, bwd.transpose(-1, -2)], dim=reverse_dim)
+    return fwd, bwd.transpose(-1, -2)
+
+
+def path_products(t: torch.Tensor, reverse_dim: int) -> torch.Tensor:
+    """t ``[..., L]`` (with a size-2 axis ``reverse_dim``) → ``[..., L, L]``: entry (a, b) is
+    Π_{min(a,b) < r < max(a,b)} t[r] for a < b where that axis is 0 and for a > b where it is 1
+    (the walk runs backwards there), zero elsewhere. O(L²) per row of t."""
+    return torch.stack(path_product_halves(t, reverse_dim), dim=reverse_dim)
 
 
 class ColumnMatrices(NamedTuple):
@@ -90,17 +99,26 @@ class ColumnMatrices(NamedTuple):
 
 def column_matrices(g: GridGates, transfer: bool) -> ColumnMatrices:
     """Ψ, Γ and (``transfer``) Μ, Φ of every column from gates ``[P,fx,fy,X,Y]``.
-    O(P·X·Y²) time and memory."""
-    P1 = path_products(g.t11, reverse_dim=2)
-    s = g.source[..., :, None]
-    turn = P1 * g.t10[..., None, :]  # down the column, then right at y
-    psi = torch.addcmul(torch.diag_embed(g.source), s, turn)
-    gamma = s * P1 * g.mark[..., None, :]
+
+    Each is diag(d) + a[y']·P1[y', y]·b[y] (see :mod:`plstm_core.ops.grid_columns`) with
+    a ∈ (source, t01), b ∈ (t10, mark): ONE product of the [a]·P1 rows with the [b] columns
+    gives all four, (source, t10) Ψ, (source, mark) Γ, (t01, t10) Φ, (t01, mark) Μ; a and b
+    are views of the packed gates. O(P·X·Y²) time and memory."""
+    Y = g.source.shape[-1]
+    fwd, bwd = path_product_halves(g.t11, reverse_dim=2)  # P1 [P,fx,X,Y,Y] of fy = 0, 1
+    a = g.packed[1:4:2] if transfer else g.packed[1:2]  # (source, t01) [A,P,fx,fy,X,Y]
+    b = g.packed[0:3:2, ..., None, :]  # (t10, mark)
+    left = a.new_empty((*a.shape, Y))
+    write_into(left[:, :, :, 0], torch.mul, a[:, :, :, 0, ..., None], fwd)
+    write_into(left[:, :, :, 1], torch.mul, a[:, :, :, 1, ..., None], bwd)
+    c = left[:, None] * b
+    diagonal = c.diagonal(0, -2, -1)  # P1 has none: the diagonals are d
+    diagonal[0, 0].copy_(g.source)
     if not transfer:
-        return ColumnMatrices(psi, gamma, None, None)
-    mu = torch.addcmul(torch.diag_embed(g.mark), P1 * g.t01[..., :, None], g.mark[..., None, :])
-    phi = torch.addcmul(torch.diag_embed(g.t00), g.t01[..., :, None], turn)
-    return ColumnMatrices(psi, gamma, mu, phi)
+        return ColumnMatrices(c[0, 0], c[0, 1], None, None)
+    diagonal[1, 0].copy_(g.t00)
+    diagonal[1, 1].copy_(g.mark)
+    return ColumnMatrices(c[0, 0], c[0, 1], c[1, 1], c[1, 0])
 
 
 def _cross_d_mode(g: GridGates, psi: torch.Tensor) -> torch.Tensor:
@@ -108,16 +126,22 @@ def _cross_d_mode(g: GridGates, psi: torch.Tensor) -> torch.Tensor:
     Σ_{fx,fy} Ψ_{x'}[y', y] · Π_{x'<j<x} t00(j, y) · mark(x, y); zero blocks where x' = x.
 
     For every target row y and source column x' the block over (x, y') is a product of rank 4
-    (the four orientations): one batched [X, 4]·[4, Y] product, then one reordering copy."""
+    (the four orientations): one batched [X, 4]·[4, Y] product (the rows written in its
+    operand order), returned as a permuted view: the contraction reads it in place."""
     P, _, _, X, Y = g.t00.shape
-    rows = path_products(g.t00.transpose(3, 4), reverse_dim=1)  # [P,fx,fy,Y,X',X]
-    rows = rows * g.mark.transpose(3, 4)[..., None, :]
-    rows = rows.flatten(1, 2).permute(0, 2, 3, 4, 1).reshape(P * Y * X, X, 4)  # [(P,y,x'),x,r]
-    cols = psi.flatten(1, 2).permute(0, 4, 2, 1, 3).reshape(P * Y * X, 4, Y)  # [(P,y,x'),r,y']
-    blocks = torch.bmm(rows, cols).view(P, Y, X, X, Y).permute(0, 3, 1, 2, 4)
+    fwd, bwd = path_product_halves(g.t00.transpose(3, 4), reverse_dim=1)  # [P,fy,Y,X',X]
+    mark = g.mark.transpose(3, 4)[..., None, :]  # [P,fx,fy,Y,1,X]
+    rows = mark.new_empty(P, Y, X, X, 2, 2)  # [(P,y,x'),x,(fx,fy)]
+    by_fx = rows.permute(4, 0, 5, 1, 2, 3)  # [fx,P,fy,Y,X',X]
+    write_into(by_fx[0], torch.mul, fwd, mark[:, 0])
+    write_into(by_fx[1], torch.mul, bwd, mark[:, 1])
+    cols = psi.permute(0, 5, 3, 1, 2, 4).reshape(P * Y * X, 4, Y)  # [(P,y,x'),r,y']
     if torch.is_grad_enabled():
-        return blocks.contiguous()
-    return scratch("gating", (P, X, Y, X, Y), rows).copy_(blocks)
+        blocks = torch.bmm(rows.view(P * Y * X, X, 4), cols)
+    else:
+        blocks = scratch("gating", (P * Y * X, X, Y), rows)
+        torch.bmm(rows.view(P * Y * X, X, 4), cols, out=blocks)
+    return blocks.view(P, Y, X, X, Y).permute(0, 3, 1, 2, 4)
 
 
 @cached_constant(maxsize=256)
@@ -211,13 +235,20 @@ def _write_cross(
 
     s = pair_rows(S, wu, *upstream)
     mt = pair_rows(MT, wd, *downstream)
-    view.copy_(torch.bmm(mt, s.transpose(1, 2)).view(view.shape))
+    if nb > 1 or torch.is_grad_enabled():
+        view.copy_(torch.bmm(mt, s.transpose(1, 2)).view(view.shape))
+        return
+    # one pair: per fx the destination is a plain [P, wd·Y, wu·Y] matrix view of G
+    mt, s = mt.view(P, 2, wd * Y, 2 * Y), s.view(P, 2, wu * Y, 2 * Y)
+    out = view.view(P, 2, wd * Y, wu * Y)  # nb = 1: rows (x, y) and columns (x', y') merge
+    for fx in range(2):
+        torch.bmm(mt[:, fx], s[:, fx].transpose(1, 2), out=out[:, fx])
 
 
 def summed_gating(g: GridGates, direct: torch.Tensor, mode: str) -> torch.Tensor:
-    """G ``[P,N2,N2]`` (target, source; stored x-major order over X2 columns) of the four
+    """G ``[P,X2,Y,X2,Y]`` (target x, y, source x', y'; a strided view in mode D) of the four
     orientations summed, from gates ``[P,fx,fy,X2,Y]`` (x-frame order for modes P / U, stored
-    for D) and direct ``[P,X,Y]`` (summed over orientations, stored order)."""
+    for D) and direct ``[B,H,X,Y]`` (summed over orientations, stored order; P = B·H)."""
     P, _, _, X2, Y = g.source.shape
     c = column_matrices(g, transfer=mode != "D")
     if mode == "D":
@@ -226,12 +257,15 @@ def summed_gating(g: GridGates, direct: torch.Tensor, mode: str) -> torch.Tensor
     else:
         G = scratch("gating", (P, X2, Y, X2, Y), c.psi)
         _merged_blocks(c, G)
-        gamma = flip_x_frames(c.gamma.sum(2)).sum(1)
-    # G[x, y, x, y'] = Γ[x, y', y]; the diagonal blocks as [P,X2,y,y']
-    G.diagonal(0, 1, 3).permute(0, 3, 1, 2).copy_(gamma.transpose(-1, -2))
-    G = G.view(P, X2 * Y, X2 * Y)
-    X = direct.shape[1]
-    G.diagonal(0, 1, 2)[:, : X * Y].add_(direct.reshape(P, X * Y))
+        gamma = c.gamma.sum(2)  # [P,fx,X2,Y,Y], x in frame order
+    # G[x, y, x, y'] = Γ[x, y', y]; the diagonal blocks as [P,X2,y',y]
+    diagonal_blocks = G.diagonal(0, 1, 3).permute(0, 3, 2, 1)
+    if mode == "D":
+        diagonal_blocks.copy_(gamma)
+    else:
+        write_into(diagonal_blocks, torch.add, gamma[:, 0], gamma[:, 1].flip(1))
+    X = direct.shape[2]
+    G.diagonal(0, 1, 3).diagonal(0, 1, 2)[:, :X].view(direct.shape).add_(direct)
     return G
 
 
@@ -249,7 +283,7 @@ def grid_mix_summed(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
     X2 = padded_columns(X) if merged else X
     g, direct = grid_gates(z, layout, dtype, X2, x_frames=merged)
     N = X * Y
-    G = summed_gating(g, direct, layout.mode)[:, :N, :N].unflatten(0, (B, H))
+    G = summed_gating(g, direct, layout.mode)[:, :X, :, :X].unflatten(0, (B, H))
     zc = z.to(dtype)
 
     def heads(start: int, width: int) -> torch.Tensor:  # [B,H,N,width]
@@ -257,9 +291,15 @@ def grid_mix_summed(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
 
     q, k, v = heads(0, K), heads(layout.k_offset, K), heads(layout.v_offset, V)
     if torch.is_grad_enabled():
-        weights = torch.matmul(q, k.transpose(-1, -2)) * G
-    else:
-        scores = scratch("scores", (B, H, N, N), zc)
-        weights = torch.matmul(q, k.transpose(-1, -2), out=scores).mul_(G)
-    h = torch.matmul(weights, v) * layout.key_scale  # [B,H,N,V]
-    return h.transpose(1, 2).reshape(B, X, Y, H, V)
+        weights = torch.matmul(q, k.transpose(-1, -2)).view(G.shape) * G
+        h = torch.matmul(weights.reshape(B, H, N, N), v) * layout.key_scale  # [B,H,N,V]
+        return h.transpose(1, 2).reshape(B, X, Y, H, V)
+    # per image: the scores scaled inside the product, h written straight in [N,H,V] order
+    scores = scratch("scores", (B, H, N, N), zc)
+    h = zc.new_empty(B, N, H, V)
+    for b in range(B):
+        torch.baddbmm(
+            scores[b], q[b], k[b].transpose(1, 2), beta=0, alpha=layout.key_scale, out=scores[b]
+        ).view(G.shape[1:]).mul_(G[b])
+        torch.bmm(scores[b], v[b], out=h[b].transpose(0, 1))
+    return h.view(B, X, Y, H, V)

@@ -272,6 +272,95 @@ def test_grid_layer_bf16_gates_in_float32() -> None:
     assert (gates["transition"].abs().sum(-1) <= 1 + 1e-6).all()
 
 
+def _change_weights(layer: PLSTMGridLayer, how: str, g: torch.Generator) -> None:
+    """Re-draw every parameter of ``layer`` in one of the ways a user or trainer does."""
+    other = PLSTMGridLayer(8, 2, mode=layer.mode, qk_dim=4)
+    randomize(other, g)
+    if how == "load_state_dict":
+        layer.load_state_dict(other.state_dict())
+    elif how == "copy_":
+        with torch.no_grad():
+            for p, q in zip(layer.parameters(), other.parameters(), strict=True):
+                p.copy_(q)
+    elif how == "optimizer_step":
+        opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+        for p, q in zip(layer.parameters(), other.parameters(), strict=True):
+            p.grad = p.detach() - q.detach()
+        opt.step()
+    elif how == "assign_data":
+        for p, q in zip(layer.parameters(), other.parameters(), strict=True):
+            p.data = q.detach().clone()
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["load_state_dict", "copy_", "optimizer_step", "assign_data"])
+def test_grid_layer_inference_mode_sees_new_weights(how: str) -> None:
+    """The concatenated projection kept between inference-mode calls follows weight changes."""
+    g = _gen(31)
+    layer = PLSTMGridLayer(8, 2, mode="P", qk_dim=4)
+    randomize(layer, g)
+    x = torch.randn(1, 4, 5, 8, generator=g)
+    with torch.inference_mode():
+        before = layer(x)
+    _change_weights(layer, how, g)
+    fresh = copy.deepcopy(layer)
+    with torch.inference_mode():
+        after = layer(x)
+        expected = fresh(x)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
+class _Doubled(nn.Module):
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+
+def test_grid_layer_inference_mode_with_a_parametrized_projection() -> None:
+    """A computed weight (torch.nn.utils.parametrize) is read anew on every call."""
+    from torch.nn.utils import parametrize
+
+    g = _gen(33)
+    layer = PLSTMGridLayer(8, 2, mode="P", qk_dim=4)
+    randomize(layer, g)
+    parametrize.register_parametrization(layer.q_proj, "weight", _Doubled())
+    x = torch.randn(1, 4, 5, 8, generator=g)
+    with torch.inference_mode():
+        before = layer(x)
+    with torch.no_grad():
+        layer.q_proj.parametrizations.weight.original.mul_(-1.0)
+    with torch.inference_mode():
+        after = layer(x)
+    fresh = copy.deepcopy(layer)
+    with torch.inference_mode():
+        expected = fresh(x)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("grad_mode", ["autograd", "no_grad"])
+def test_grid_layer_calls_outside_inference_mode_after_one_inside(grad_mode: str) -> None:
+    """After an inference-mode call, a call with autograd gets a gradient for every projection
+    weight and bias, and a no_grad call (as in evaluation during training) the same output."""
+    g = _gen(32)
+    layer = PLSTMGridLayer(8, 2, mode="D", qk_dim=4)
+    randomize(layer, g)
+    x = torch.randn(1, 4, 5, 8, generator=g)
+    with torch.inference_mode():
+        expected = layer(x)
+    if grad_mode == "no_grad":
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+        return
+    out = layer(x)
+    out.square().sum().backward()
+    assert_close_rel(out.detach(), expected, 1e-5, "autograd after inference mode")
+    for lin in layer._projections():
+        for p in (lin.weight, lin.bias):
+            assert p.grad is not None and p.grad.abs().sum() > 0
+
+
 def test_multihead_rmsnorm() -> None:
     g = _gen(3)
     norm = MultiHeadRMSNorm(3, 4).double()
