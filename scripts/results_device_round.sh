@@ -8,7 +8,8 @@
 # OUT/console.tgz (unpack the first into docs/results/).
 # Usage: OUT=DIR bash scripts/results_device_round.sh
 # Environment:
-#   ARROW_JOBS   space-separated VARIANT:SEED pairs (scripts/results_arrow.sh's variants)
+#   ARROW_JOBS   space-separated VARIANT:SEED or VARIANT:SEED:LR items (scripts/results_arrow.sh's
+#                variants; LR default: the variant's)
 #   GRAPH_JOBS   space-separated sol:SEED:SPLIT:MODEL and mutag:FOLD:MODEL items
 #   GRAPH_PARALLEL (default 12), BUDGET_S (default 560), PYTHON (default python3)
 #   TU_DATA      folder holding MUTAG/MUTAG_A.txt ... (the scripts would download it)
@@ -36,7 +37,8 @@ export OUT_CONSOLE="$out/console"
 start=$SECONDS
 sessions=()
 for job in ${ARROW_JOBS:-}; do
-  OMP_NUM_THREADS=2 VARIANTS="${job%:*}" SEEDS="${job#*:}" setsid \
+  IFS=: read -r variant seed lr <<< "$job"
+  OMP_NUM_THREADS=2 VARIANTS="$variant" SEEDS="$seed" LR="$lr" setsid \
     bash scripts/results_arrow.sh /tmp/runs/arrow > "$out/console/arrow-${job//:/-}.log" 2>&1 &
   sessions+=($!)
 done
