@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings) -> FastAPI``.
 
-Start-up (lifespan): the model repository is loaded and warmed up in a worker thread (the
-event loop stays free, so ``/v2/health/live`` answers meanwhile), model info and evaluation
+Start-up (lifespan): the model repository is loaded and warmed up on the model thread
+(:mod:`app.serving.model_thread`, which also runs every batch on the CPU; the event loop stays
+free, so ``/v2/health/live`` answers meanwhile), model info and evaluation
 metrics are exported, and every READY version gets a :class:`app.serving.inference.ModelRuntime`
 with its own batcher; then the server reports ready, and the objects alive at that point are
 frozen out of garbage collection (:func:`start_up_objects_frozen`). On SIGTERM (``plstm
@@ -27,7 +28,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.docs import install_docs
@@ -44,6 +44,7 @@ from app.engine.entries import RemoteRepository
 from app.serving.draining import Drain, DrainMiddleware, drain_timeout_s, draining_on_signals
 from app.serving.explanations import Explainers
 from app.serving.inference import build_runtimes
+from app.serving.model_thread import on_model_thread
 from app.serving.repository import ModelRepository, build_repository
 from app.serving.server_state import ServerState
 
@@ -92,7 +93,7 @@ async def inline_lifespan(app: FastAPI) -> AsyncIterator[None]:
     repository: ModelRepository = app.state.repository
     metrics: Metrics = app.state.metrics
     logger.info("loading model repository %s", repository.path)
-    await anyio.to_thread.run_sync(repository.load_all)
+    await on_model_thread(repository.load_all)
     for entry in repository.entries():
         if entry.ready and entry.architecture is not None:
             metrics.set_model_info(entry.name, entry.version, entry.architecture, entry.metrics)

@@ -53,6 +53,7 @@ from app.engine.protocol import (
 from app.serving.batching import Deadline
 from app.serving.explanations import Explainers, ExplainRequest
 from app.serving.inference import ModelRuntime, build_runtimes
+from app.serving.model_thread import run_on_model_thread
 from app.serving.repository import ModelRepository, build_repository
 
 logger = logging.getLogger("app.engine.server")  # also when run as __main__
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     repository = build_repository(settings)
     logger.info("inference engine loading model repository %s", repository.path)
-    repository.load_all()
+    run_on_model_thread(repository.load_all)
     coroutine = serve_engine(repository, settings, args.socket, args.ready_fd)
     try:
         import uvloop

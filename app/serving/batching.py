@@ -106,7 +106,9 @@ class Batcher:
     under that model name. ``fits(key, size)``: whether items whose joined ``size`` is
     ``size`` may run as one call (sizes join with ``a.join(b)``). ``drain_prior``: the drain
     rate (work per second) assumed before the first batch is measured; give 1.0 when the
-    items' work is their predicted seconds. Create and use it from one event loop.
+    items' work is their predicted seconds. ``executor``: the one-thread executor ``fn`` runs
+    on, shared with others (:mod:`app.serving.model_thread`) and left running at :meth:`drain`;
+    default: a thread of its own. Create and use it from one event loop.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Batcher:
         model: str = "",
         fits: FitsFn | None = None,
         drain_prior: float | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
@@ -143,7 +146,10 @@ class Batcher:
         self._due: dict[Hashable, None] = {}  # past their delay, waiting for a free worker
         self._ready: asyncio.Queue[tuple[Hashable, list[_Item]]] | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{model}")
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"batch-{model}"
+        )
         self._depth = 0
         self._running = 0
         self._closing = False
@@ -262,7 +268,8 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        self._executor.shutdown(wait=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
 
     def _start(self) -> None:
         if self._worker is None:

@@ -25,6 +25,7 @@ import torch
 from app.serving.batching import Batcher
 from app.serving.images import WHITE
 from app.serving.inference import InferenceFailed, ModelRuntime
+from app.serving.model_thread import model_executor
 from models.attribution import Attribution, graph_node_contributions, image_patch_contributions
 from models.capabilities import use_method
 from models.molecule_features import MolGraph, batch_graphs
@@ -72,6 +73,7 @@ class Explainer:
             max_queue_size=inference.max_queue_size,
             timeout_s=inference.timeout_s,
             model=self.entry.name,
+            executor=model_executor() if self.entry.device.type == "cpu" else None,
         )
         self.baseline: torch.Tensor | None = None
         if self.spec is not None:  # the model input of a blank (white) image: [C,1,1]

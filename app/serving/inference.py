@@ -31,6 +31,7 @@ from app.serving.batching import Batcher, Deadline
 from app.serving.cost_formulas import GraphBatch, ImageBatch, Size
 from app.serving.images import ImageSpec
 from app.serving.model_state import INPUT_SPEC_INVALID
+from app.serving.model_thread import model_executor
 from app.serving.repository import ModelEntry, ModelRepository
 from models.molecule_features import MolGraph
 
@@ -80,6 +81,7 @@ class ModelRuntime:
             model=entry.name,
             fits=self._fits if cost is not None else None,
             drain_prior=1.0 if cost is not None and cost.timed else None,
+            executor=model_executor() if entry.device.type == "cpu" else None,
         )
         self._install_cancel_checks()
 
