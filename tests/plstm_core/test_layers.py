@@ -294,13 +294,18 @@ def _change_weights(layer: PLSTMGridLayer, how: str, g: torch.Generator) -> None
         raise AssertionError(how)
 
 
+def _random_layer(seed: int, mode: str) -> tuple[PLSTMGridLayer, torch.Tensor, torch.Generator]:
+    """A small grid layer with random weights (gates included) and a random input."""
+    g = _gen(seed)
+    layer = PLSTMGridLayer(8, 2, mode=mode, qk_dim=4)
+    randomize(layer, g)
+    return layer, torch.randn(1, 4, 5, 8, generator=g), g
+
+
 @pytest.mark.parametrize("how", ["load_state_dict", "copy_", "optimizer_step", "assign_data"])
 def test_grid_layer_inference_mode_sees_new_weights(how: str) -> None:
     """The concatenated projection kept between inference-mode calls follows weight changes."""
-    g = _gen(31)
-    layer = PLSTMGridLayer(8, 2, mode="P", qk_dim=4)
-    randomize(layer, g)
-    x = torch.randn(1, 4, 5, 8, generator=g)
+    layer, x, g = _random_layer(31, "P")
     with torch.inference_mode():
         before = layer(x)
     _change_weights(layer, how, g)
@@ -321,11 +326,8 @@ def test_grid_layer_inference_mode_with_a_parametrized_projection() -> None:
     """A computed weight (torch.nn.utils.parametrize) is read anew on every call."""
     from torch.nn.utils import parametrize
 
-    g = _gen(33)
-    layer = PLSTMGridLayer(8, 2, mode="P", qk_dim=4)
-    randomize(layer, g)
+    layer, x, _ = _random_layer(33, "P")
     parametrize.register_parametrization(layer.q_proj, "weight", _Doubled())
-    x = torch.randn(1, 4, 5, 8, generator=g)
     with torch.inference_mode():
         before = layer(x)
     with torch.no_grad():
@@ -343,10 +345,7 @@ def test_grid_layer_inference_mode_with_a_parametrized_projection() -> None:
 def test_grid_layer_calls_outside_inference_mode_after_one_inside(grad_mode: str) -> None:
     """After an inference-mode call, a call with autograd gets a gradient for every projection
     weight and bias, and a no_grad call (as in evaluation during training) the same output."""
-    g = _gen(32)
-    layer = PLSTMGridLayer(8, 2, mode="D", qk_dim=4)
-    randomize(layer, g)
-    x = torch.randn(1, 4, 5, 8, generator=g)
+    layer, x, _ = _random_layer(32, "D")
     with torch.inference_mode():
         expected = layer(x)
     if grad_mode == "no_grad":
