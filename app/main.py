@@ -37,6 +37,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import explain, ops, v1, v2, web
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.core.logging import RequestIdMiddleware, install_request_id_factory
+from app.core.memory import limit_malloc_arenas
 from app.core.metrics import Metrics
 from app.core.settings import Settings, get_settings
 from app.engine.client import EngineClient, RemoteRuntimes, engine_lifespan
@@ -125,6 +126,7 @@ def create_app(
     (:mod:`app.engine.server`). ``drain_on_signals``: SIGTERM / SIGINT drain the HTTP requests
     before uvicorn sees them (``plstm serve``; :mod:`app.serving.draining`)."""
     settings = get_settings() if settings is None else settings
+    limit_malloc_arenas()
     install_request_id_factory()
     app = FastAPI(
         title="pLSTM model server",

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.core.errors import ApiError, unavailable
+from app.core.memory import limit_malloc_arenas
 from app.core.metrics import Metrics
 from app.core.settings import Settings, get_settings
 from app.engine.entries import entry_meta
@@ -285,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--ready-fd", type=int, help="file descriptor to write 'ready' to")
     args = parser.parse_args(argv)
+    limit_malloc_arenas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from app.core.logging import configure_logging
