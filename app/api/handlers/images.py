@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-import anyio.to_thread
 import torch
 from fastapi import Request
 
@@ -26,6 +25,7 @@ from app.serving.cost_formulas import ImageBatch, Size
 from app.serving.cost_limits import check_tokens
 from app.serving.images import PreparedImage, decodes_quickly, header_size, load_image
 from app.serving.inference import Outcome
+from app.serving.model_thread import on_model_thread
 from app.serving.repository import ModelEntry
 from app.serving.runtime import Runtime
 
@@ -63,8 +63,10 @@ async def load_upload(
     max_tokens: int | None = None,
 ) -> PreparedImage:
     """The uploaded image as model input (:func:`app.serving.images.load_image`); large
-    images are decoded in a worker thread. With ``resize=native`` and ``max_tokens``, an image
-    whose header says it covers more patches is refused (413) before its pixels are decoded."""
+    images are decoded on the model thread (:mod:`app.serving.model_thread`: their tensor ops
+    run in parallel regions, which on any other thread would start a second OpenMP team).
+    With ``resize=native`` and ``max_tokens``, an image whose header says it covers more
+    patches is refused (413) before its pixels are decoded."""
     assert runtime.spec is not None  # every image runtime has one
     data, content_type = await read_upload(request, settings.max_body_bytes)
     if resize == "native" and max_tokens is not None and (header := header_size(data)):
@@ -78,7 +80,7 @@ async def load_upload(
         resize=resize,
         max_pixels=settings.max_image_pixels,
     )
-    return load() if decodes_quickly(data) else await anyio.to_thread.run_sync(load)
+    return load() if decodes_quickly(data) else await on_model_thread(load)
 
 
 async def _every(runs: list[asyncio.Future[Outcome]]) -> list[Outcome]:
@@ -114,8 +116,10 @@ class ImageHandler(ModelHandler[ImageInputs]):
     async def decode_v2(
         self, tensor: DecodedTensor, runtime: Runtime, settings: Settings
     ) -> Decoded[ImageInputs]:
+        """The OIP pixel tensor as model input, converted on the model thread (see
+        :func:`load_upload`)."""
         assert runtime.spec is not None
-        images = await anyio.to_thread.run_sync(
+        images = await on_model_thread(
             partial(
                 images_from_tensor,
                 tensor,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from app.api.handlers import IMAGES, Decoded, Predicted
+from app.api.handlers import images as images_module
 from app.api.handlers.images import ImageInputs, image_size, padded_image_size
 from app.serving.admission import Deadline
 from app.serving.cost_formulas import ImageBatch
@@ -99,3 +101,20 @@ def test_classify_answer_ranks_top_k_of_the_classes(top_k: int | None, expected:
     assert (answer.image_size.height, answer.image_size.width) == (16, 24)
     assert (answer.original_size.height, answer.original_size.width) == (30, 45)
     assert (answer.path, answer.version, answer.timings.inference_ms) == ("parallel", "3", 2.0)
+
+
+def test_v2_tensors_are_converted_on_the_model_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their tensor ops run in parallel regions: on another thread they would start a second
+    OpenMP team in the process (app.serving.model_thread)."""
+    threads = []
+
+    def convert(tensor, spec, **limits):
+        threads.append(threading.current_thread().name)
+        return torch.zeros(2, 1, 16, 24)
+
+    monkeypatch.setattr(images_module, "images_from_tensor", convert)
+    runtime = SimpleNamespace(entry=ENTRY, spec=object())
+    settings = SimpleNamespace(max_queue_size=8, max_image_pixels=10**6)
+    decoded = asyncio.run(IMAGES.decode_v2(None, runtime, settings))  # type: ignore[arg-type]
+    assert decoded.size == ImageBatch(1, 2, 3)
+    assert len(threads) == 1 and threads[0].startswith("model")
