@@ -21,10 +21,15 @@ from typing import Any
 from results_common import (
     ROOT,
     epoch_rows,
+    listed,
     mean_std,
     paragraph,
     read_json,
+    run_lists,
+    section_head,
     section_main,
+    seeded_command,
+    table_head,
 )
 
 LOGS = ROOT / "docs" / "results" / "arrow"
@@ -115,10 +120,6 @@ def collect() -> dict[str, list[dict[str, Any]]]:
     return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in table.items()}
 
 
-def _seeds(runs: list[dict[str, Any]]) -> str:
-    return ",".join(str(r["seed"]) for r in runs) or "–"
-
-
 def _ending(runs: list[dict[str, Any]]) -> str:
     """How the runs ended: stopped by patience, still improving, or past their best."""
     parts = []
@@ -135,12 +136,7 @@ def _ending(runs: list[dict[str, Any]]) -> str:
 def _folders(runs: list[dict[str, Any]]) -> str:
     """The runs' log folders, seeds folded: ``docs/results/arrow/plstm-seed{0,1,2}/``."""
     first = runs[0]["log"]
-    return "`" + first.rsplit("-seed", 1)[0] + f"-seed{{{_seeds(runs)}}}/`"
-
-
-def _command(runs: list[dict[str, Any]]) -> str:
-    seed = runs[0]["seed"]
-    return "`" + runs[0]["command"].replace(f"--seed {seed}", "--seed S") + "`"
+    return "`" + first.rsplit("-seed", 1)[0] + f"-seed{{{listed(runs, 'seed')}}}/`"
 
 
 def _row(key: str, runs: list[dict[str, Any]]) -> str:
@@ -151,14 +147,14 @@ def _row(key: str, runs: list[dict[str, Any]]) -> str:
     cells = [
         _label(key),
         params,
-        _seeds(runs),
+        listed(runs, "seed"),
         mean_std([r["extrapolation_accuracy"] for r in runs]),
         mean_std([r["test_accuracy"] for r in runs]),
         mean_std([r["val_accuracy"] for r in runs]),
         _ending(runs),
         mean_std([r["final_train_accuracy"] for r in runs]),
         f"{statistics.mean(r['train_samples_per_second'] for r in runs):,.0f}",
-        _command(runs),
+        seeded_command(runs),
         gpus,
         _folders(runs),
     ]
@@ -249,6 +245,13 @@ INTRO = (
     "budget than the pLSTM's, since the 8-epoch ViT had not converged and its accuracy stays "
     "at chance for 4-5 epochs before it takes off."
 )
+SUMMARY_FIELDS = {
+    "seeds": "seed",
+    "extrapolation_accuracy": "extrapolation_accuracy",
+    "test_accuracy": "test_accuracy",
+    "val_accuracy": "val_accuracy",
+}
+"""The per-run values each row of summary.json lists (name: run field)."""
 HEADER = (
     "| variant | parameters | seeds | extrapolation accuracy (192 px) | test accuracy (96 px) | "
     "validation accuracy | how the run ended | train accuracy, last epoch | train samples/s "
@@ -259,17 +262,14 @@ HEADER = (
 def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
     """The markdown section and the summary document."""
     lines = [
-        "## Arrow pointing: pLSTM-Vis-T vs ViT-T variants (96 px train, 192 px extrapolation)",
-        "",
-        "```bash",
-        "bash scripts/results_arrow.sh   # the runs (GPU), then:",
-        "python scripts/results_arrow_section.py   # this section, from the committed logs",
-        "```",
-        "",
+        *section_head(
+            "Arrow pointing: pLSTM-Vis-T vs ViT-T variants (96 px train, 192 px extrapolation)",
+            "bash scripts/results_arrow.sh   # the runs (GPU)",
+            "results_arrow_section.py",
+        ),
         paragraph(INTRO),
         "",
-        HEADER,
-        "|---" * 12 + "|",
+        *table_head(HEADER),
         *(_row(key, runs) for key, runs in table.items()),
         "",
         *_verdict(table),
@@ -283,14 +283,7 @@ def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
     ]
     summary = {
         "rows": [
-            {
-                "variant": key,
-                "seeds": [r["seed"] for r in runs],
-                "extrapolation_accuracy": [r["extrapolation_accuracy"] for r in runs],
-                "test_accuracy": [r["test_accuracy"] for r in runs],
-                "val_accuracy": [r["val_accuracy"] for r in runs],
-            }
-            for key, runs in table.items()
+            {"variant": key, **run_lists(runs, SUMMARY_FIELDS)} for key, runs in table.items()
         ],
         "runs": table,
     }

@@ -37,6 +37,42 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def listed(runs: list[dict[str, Any]], key: str) -> str:
+    """The runs' ``key`` values (seeds, folds) joined by commas; "–" without runs."""
+    return ",".join(str(r[key]) for r in runs) or "–"
+
+
+def seeded_command(runs: list[dict[str, Any]]) -> str:
+    """The first run's command with its seed written as S, in backticks; "–" without runs."""
+    if not runs:
+        return "–"
+    seed = runs[0]["seed"]
+    return "`" + runs[0]["command"].replace(f"--seed {seed}", "--seed S") + "`"
+
+
+def run_lists(runs: list[dict[str, Any]], fields: dict[str, str]) -> dict[str, list[Any]]:
+    """For the summary document: per output name, the list of that field over the runs."""
+    return {name: [r[field] for r in runs] for name, field in fields.items()}
+
+
+def section_head(title: str, runs_command: str, script: str) -> list[str]:
+    """A section's title and the two commands that make it (the runs, then ``script``)."""
+    return [
+        f"## {title}",
+        "",
+        "```bash",
+        f"{runs_command}, then:",
+        f"python scripts/{script}   # this section, from the committed logs",
+        "```",
+        "",
+    ]
+
+
+def table_head(header: str) -> list[str]:
+    """A markdown table's header row and its separator row."""
+    return [header, "|---" * (header.count("|") - 1) + "|"]
+
+
 def paragraph(text: str) -> str:
     return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
 

@@ -19,10 +19,15 @@ from typing import Any
 from results_common import (
     ROOT,
     epoch_rows,
+    listed,
     mean_std,
     paragraph,
     read_json,
+    run_lists,
+    section_head,
     section_main,
+    seeded_command,
+    table_head,
 )
 
 LOGS = ROOT / "docs" / "results" / "solubility"
@@ -76,17 +81,6 @@ def collect() -> dict[str, dict[str, list[dict[str, Any]]]]:
     return table
 
 
-def _seeds(runs: list[dict[str, Any]]) -> str:
-    return ",".join(str(r["seed"]) for r in runs) or "–"
-
-
-def _command(runs: list[dict[str, Any]]) -> str:
-    if not runs:
-        return "–"
-    seed = runs[0]["seed"]
-    return "`" + runs[0]["command"].replace(f"--seed {seed}", "--seed S") + "`"
-
-
 def _machine(runs: list[dict[str, Any]]) -> str:
     cpus = sorted({f"{r['machine']['cpu']}, {r['machine']['logical_cores']} cores" for r in runs})
     loads = [float(r["machine"]["load_average_before"].split()[0]) for r in runs]
@@ -116,15 +110,15 @@ def _row(label: str, split: str, model: str, runs: list[dict[str, Any]]) -> str:
     cells = [
         label,
         params,
-        _seeds(runs),
+        listed(runs, "seed"),
         mean_std([r["test_accuracy"] for r in runs]),
         mean_std([r["val_accuracy"] for r in runs]),
         f"{statistics.mean(r['best_epoch'] for r in runs):.0f}",
         mean_std([r["final_train_accuracy"] for r in runs]),
         f"{statistics.mean(r['train_samples_per_second'] for r in runs):.0f}",
-        _command(runs),
+        seeded_command(runs),
         _machine(runs),
-        f"`docs/results/solubility/{split}/{model}-seed{{{_seeds(runs)}}}/`",
+        f"`docs/results/solubility/{split}/{model}-seed{{{listed(runs, 'seed')}}}/`",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -169,6 +163,8 @@ MODELS_TEXT = (
     "that its parameter count matches; *plain* = the paper's GIN without bond features, *GINE* "
     "= bond features in the messages (ReLU(h_u + W e_uv)), the same inputs as pLSTM-Graph."
 )
+SUMMARY_FIELDS = {"seeds": "seed", "test_accuracy": "test_accuracy", "val_accuracy": "val_accuracy"}
+"""The per-run values each row of summary.json lists (name: run field)."""
 HEADER = (
     "| model | parameters | seeds | test accuracy | validation accuracy | best epoch (mean) | "
     "train accuracy, last epoch | train samples/s | command | machine | logs |"
@@ -189,13 +185,11 @@ def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict
         + "."
     )
     lines = [
-        "## Solubility: pLSTM-Graph vs the GIN of Xu et al. at the same size",
-        "",
-        "```bash",
-        "bash scripts/results_solubility.sh   # the runs (CPU, one thread, one at a time), then:",
-        "python scripts/results_solubility_section.py   # this section, from the committed logs",
-        "```",
-        "",
+        *section_head(
+            "Solubility: pLSTM-Graph vs the GIN of Xu et al. at the same size",
+            "bash scripts/results_solubility.sh   # the runs (CPU, one thread, one at a time)",
+            "results_solubility_section.py",
+        ),
         paragraph(data + " " + INTRO),
         "",
         paragraph(MODELS_TEXT),
@@ -203,18 +197,12 @@ def render(table: dict[str, dict[str, list[dict[str, Any]]]]) -> tuple[str, dict
     ]
     summary: dict[str, Any] = {"rows": [], "runs": table}
     for split, title in SPLITS.items():
-        lines += [f"### {title}", "", HEADER, "|---" * 11 + "|"]
+        lines += [f"### {title}", "", *table_head(HEADER)]
         for model, label in MODELS.items():
             runs = table[split][model]
             lines.append(_row(label, split, model, runs))
             summary["rows"].append(
-                {
-                    "split": split,
-                    "model": model,
-                    "seeds": [r["seed"] for r in runs],
-                    "test_accuracy": [r["test_accuracy"] for r in runs],
-                    "val_accuracy": [r["val_accuracy"] for r in runs],
-                }
+                {"split": split, "model": model, **run_lists(runs, SUMMARY_FIELDS)}
             )
         lines += ["", *_comparisons(split, table), ""]
     lines.append(

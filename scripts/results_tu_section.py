@@ -19,10 +19,14 @@ from typing import Any
 from results_common import (
     ROOT,
     epoch_rows,
+    listed,
     mean_std,
     paragraph,
     read_json,
+    run_lists,
+    section_head,
     section_main,
+    table_head,
 )
 
 LOGS = ROOT / "docs" / "results" / "tu" / "MUTAG"
@@ -64,10 +68,6 @@ def collect() -> dict[str, list[dict[str, Any]]]:
     return table
 
 
-def _folds(runs: list[dict[str, Any]]) -> str:
-    return ",".join(str(r["fold"]) for r in runs) or "–"
-
-
 def _machine(runs: list[dict[str, Any]]) -> str:
     known = [r["machine"] for r in runs if r["machine"]]
     names = sorted({f"{m['cpu']}, {m['logical_cores']} cores, 1 thread" for m in known})
@@ -83,13 +83,13 @@ def _row(model: str, runs: list[dict[str, Any]]) -> str:
     cells = [
         MODELS[model],
         params,
-        _folds(runs),
+        listed(runs, "fold"),
         mean_std([r["test_accuracy"] for r in runs]),
         mean_std([r["val_accuracy"] for r in runs]),
         f"{statistics.mean(r['best_epoch'] for r in runs):.0f}",
         f"`{command}`",
         _machine(runs),
-        f"`docs/results/tu/MUTAG/{model}-fold{{{_folds(runs)}}}/`",
+        f"`docs/results/tu/MUTAG/{model}-fold{{{listed(runs, 'fold')}}}/`",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -133,17 +133,14 @@ HEADER = (
 def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
     """The markdown section and the summary document."""
     lines = [
-        "## TU data sets (paper Table 3): MUTAG, 10-fold cross-validation",
-        "",
-        "```bash",
-        "bash scripts/results_tu.sh   # the runs (CPU, one thread each), then:",
-        "python scripts/results_tu_section.py   # this section, from the committed logs",
-        "```",
-        "",
+        *section_head(
+            "TU data sets (paper Table 3): MUTAG, 10-fold cross-validation",
+            "bash scripts/results_tu.sh   # the runs (CPU, one thread each)",
+            "results_tu_section.py",
+        ),
         paragraph(TEXT),
         "",
-        HEADER,
-        "|---" * 9 + "|",
+        *table_head(HEADER),
         *(_row(model, runs) for model, runs in table.items()),
         "",
         *_comparisons(table),
@@ -156,11 +153,7 @@ def render(table: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
     ]
     summary = {
         "rows": [
-            {
-                "model": model,
-                "folds": [r["fold"] for r in runs],
-                "test_accuracy": [r["test_accuracy"] for r in runs],
-            }
+            {"model": model, **run_lists(runs, {"folds": "fold", "test_accuracy": "test_accuracy"})}
             for model, runs in table.items()
         ],
         "runs": table,

@@ -11,20 +11,19 @@ buffers are mmap'ed outside the arenas anyway).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 
 ARENAS = 2
 M_ARENA_MAX = -8
 """``mallopt`` parameter number of M_ARENA_MAX in glibc's malloc.h."""
 
 
+@functools.cache
 def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
-    """Cap the arenas of this process (glibc only; arenas that exist stay). True when set."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
+    """Cap the arenas of this process (glibc only; arenas that exist stay), once per process
+    and value. True when set."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to cap
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked with
+    except (OSError, AttributeError):  # no mallopt (macOS): nothing to cap
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))

@@ -71,6 +71,9 @@ from models.registry import model_entry
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Values of the ``inference_precision`` setting (:func:`autocast_dtype`)."""
+
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WARMUP_GRAPH_NODES = 6
 ONNX_CACHE_DIR = Path(tempfile.gettempdir()) / "plstm-onnx"
@@ -386,6 +389,8 @@ class ModelRepository:
         max_request_memory_mb: float | None = None,
         precision: str = "auto",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.path = Path(path)
         self.precision = precision
         self.device = resolve_device(device)
@@ -520,9 +525,6 @@ class ModelRepository:
             return versions[version]
         ready = [e for e in versions.values() if e.ready]
         return ready[-1] if ready else list(versions.values())[-1]
-
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def autocast_dtype(precision: str, device: torch.device, weights_dtype: str) -> torch.dtype | None:

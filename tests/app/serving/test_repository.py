@@ -367,6 +367,11 @@ def test_unknown_precision_is_refused() -> None:
         autocast_dtype("fp16", torch.device("cpu"), "float32")
 
 
+def test_a_repository_refuses_an_unknown_precision_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ModelRepository(tmp_path, device="cpu", precision="fp16")
+
+
 @pytest.fixture(scope="module")
 def bf16_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     root = tmp_path_factory.mktemp("bf16_repository")
