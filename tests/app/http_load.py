@@ -28,7 +28,12 @@ class Answer:
 
 
 class Connection:
-    """One keep-alive connection to ``host:port``; reconnects when the server closes it."""
+    """One keep-alive connection to ``host:port``; reconnects when the server closes it.
+
+    A kept-alive connection that the server closed while it was idle (its keep-alive timeout)
+    is replaced before a request is sent on it; and when the close crosses the request on the
+    wire (no byte of an answer, or a reset), the request is sent once more on a new
+    connection, as HTTP clients do: the server never read it."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -36,6 +41,18 @@ class Connection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def send(self, request: Request) -> Answer:
+        if self._reader is not None and self._reader.at_eof():
+            await self.close()
+        if self._writer is None:
+            return await self._exchange(request)
+        try:
+            return await self._exchange(request)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            return await self._exchange(request)
+
+    async def _exchange(self, request: Request) -> Answer:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
