@@ -6,7 +6,7 @@ the grid / DAG step by step. ViT (attention) and GIN (message passing) have one 
 ``parallel``. ``auto`` (:func:`resolve_path`) picks:
 
 1. ``onnx`` when the entry has an ONNX session, the input has at most
-   ``auto_chunkwise_tokens`` tokens (an export is of a parallel form) and, for image models,
+   :func:`auto_chunkwise_limit` tokens (an export is of a parallel form) and, for image models,
    the image has the exported resolution (an image export has a fixed H×W);
 2. ``chunkwise`` when the model has it and the input has more tokens than that;
 3. else ``parallel``.
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from app.core.settings import get_settings
+from app.serving.cost_formulas import grid_forms_on
 from models.capabilities import use_method
 from models.molecule_features import MolGraph, batch_graphs
 from models.onnx.runtime import run_graph_session, run_image_session
@@ -39,6 +40,23 @@ if TYPE_CHECKING:
     from app.serving.repository import ModelEntry
 
 PATHS = ("parallel", "recurrent", "chunkwise", "onnx", "auto")
+CHUNKWISE_TOKENS = 3072
+"""Tokens above which ``auto`` usually takes chunkwise where the grid layers run their PyTorch
+forms (a GPU, calls with autograd, or no C compiler)."""
+NATIVE_CHUNKWISE_TOKENS = 1024
+"""The same where the CPU forms' C kernels serve the model (docs/benchmarks/auto_path_cpu2.md)."""
+
+
+def auto_chunkwise_limit(device: torch.device, *, autograd: bool = False) -> int:
+    """Tokens above which ``auto`` usually takes chunkwise on ``device``:
+    ``settings.auto_chunkwise_tokens`` when set, else :data:`NATIVE_CHUNKWISE_TOKENS` where
+    the C kernels serve calls without autograd, else :data:`CHUNKWISE_TOKENS`."""
+    configured = get_settings().auto_chunkwise_tokens
+    if configured is not None:
+        return configured
+    if not autograd and grid_forms_on(device) == "native":
+        return NATIVE_CHUNKWISE_TOKENS
+    return CHUNKWISE_TOKENS
 
 
 def model_paths(entry: ModelEntry) -> tuple[str, ...]:
@@ -78,17 +96,15 @@ def resolve_path(
     size: tuple[int, int] | None = None,
 ) -> str:
     """The explicit path to run for ``path`` (which may be ``auto``) on an input of ``tokens``
-    tokens. ``chunkwise_tokens`` defaults to ``settings.auto_chunkwise_tokens``; ``size`` is
-    (H, W) of an image (None: unknown, then an ONNX image export is not taken by ``auto``).
-    ValueError for an unknown path or one the model does not have (or, for ``onnx``, not at
-    this image size)."""
+    tokens. ``chunkwise_tokens`` defaults to :func:`auto_chunkwise_limit` of the entry's
+    device; ``size`` is (H, W) of an image (None: unknown, then an ONNX image export is not
+    taken by ``auto``). ValueError for an unknown path or one the model does not have (or, for
+    ``onnx``, not at this image size)."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
     available = model_paths(entry)
     if path == "auto":
-        limit = (
-            get_settings().auto_chunkwise_tokens if chunkwise_tokens is None else chunkwise_tokens
-        )
+        limit = auto_chunkwise_limit(entry.device) if chunkwise_tokens is None else chunkwise_tokens
         if "onnx" in available and tokens <= limit and _onnx_fits(entry, size):
             return "onnx"
         if "chunkwise" in available and tokens > limit:

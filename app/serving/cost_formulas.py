@@ -13,6 +13,13 @@ disjoint union of graphs). They follow the cost notes of the ops:
   all four orientations (``grid_mix_tiles``, 4×4 tiles): O(B·H·N·(16·(K+V) + 20·K·V)) time per
   orientation in X/4 + Y/4 − 1 steps, memory linear in N; grids of at most ``SMALL_GRID``
   tokens take the summed form.
+- pLSTM 2D on the CPU with the C kernels (``"native"``: model calls without autograd, as the
+  server makes them): ``parallel`` builds the summed gating matrix in one sweep per orientation
+  (``grid_gating_native``) and contracts it: O(B·H·N²·(K+V)) time, G and the scores in
+  memory; ``chunkwise`` and ``recurrent`` run the recurrent kernel
+  (``grid_recurrent_native``): O(B·H·4·N·K·V) time, the four orientations' outputs and one
+  column of cell states per thread in memory; grids of at most ``NATIVE_SMALL_GRID`` tokens
+  take the summed form.
 - pLSTM 2D elsewhere (``"reference"``: CUDA, ONNX exports, ``PLSTM_FUSED_LAYER=0``;
   ``plstm_core/ops/grid.py``, four orientations per layer, so P = 4·B·H problems):
   ``parallel`` builds the gating matrix of N2 = X2·Y nodes (X2 = X padded to a power of two)
@@ -35,6 +42,7 @@ tensors measured with ``bench/peak_memory.py`` (``bench/cost_model.py`` prints t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +51,12 @@ import torch
 
 from models.molecule_features import MolGraph
 from plstm_core.ops.dag_structure import weakly_connected_components
-from plstm_core.ops.grid_mix_cpu import SMALL_GRID, grid_mix_cpu_supported
+from plstm_core.ops.grid_mix_cpu import (
+    NATIVE_SMALL_GRID,
+    SMALL_GRID,
+    grid_mix_cpu_supported,
+    native_forms_available,
+)
 from plstm_core.ops.grid_mix_summed import padded_columns
 from plstm_core.ops.grid_mix_tiles import TILE
 
@@ -53,7 +66,7 @@ ORIENTATIONS = 4
 """A pLSTM 2D layer runs its op on the four DAG covers of the grid as one batch."""
 
 FAMILIES = ("plstm_vision", "vit", "plstm_graph", "gin")
-GRID_FORMS = ("reference", "cpu")
+GRID_FORMS = ("reference", "cpu", "native")
 SUMMED_ELEMENTS = 4.5
 """Elements alive per entry of one N2×N2 summed gating matrix (the matrix, the scores and the
 merge temporaries), measured with ``bench/peak_memory.py``."""
@@ -61,12 +74,23 @@ TILE_ELEMENTS = (340.0, 16.0, 0.55)
 """Elements alive per token and head in the tiled wavefront: a + b·(K+V) + c·K·V (tile gating
 matrices, boundary states of all four orientations), fitted to ``bench/peak_memory.py``
 measurements at K = V = 8, 16, 32."""
+NATIVE_SUMMED_ELEMENTS = 2.0
+"""Elements alive per entry of one N×N matrix of the native summed form: G and the scores."""
+NATIVE_GATING_MACS = 8.0
+"""Multiply-adds of the gating kernel per entry of G (four orientations, each reaching a
+quarter of the pairs with about eight operations, and the clearing of G)."""
+NATIVE_RECURRENT_MACS = 5.0
+"""Multiply-adds of the recurrent kernel per node, orientation and state entry (K·V): the
+readout, the two outgoing states and the source term."""
 
 
 def grid_forms_on(device: torch.device) -> str:
-    """The implementation of the pLSTM grid layers on ``device``: ``"cpu"`` where
-    :func:`plstm_core.ops.grid_mix_cpu.grid_mix_cpu_supported` holds, else ``"reference"``."""
-    return "cpu" if grid_mix_cpu_supported(torch.empty(0, device=device)) else "reference"
+    """The implementation of the pLSTM grid layers' calls without autograd on ``device``:
+    ``"native"`` where :func:`plstm_core.ops.grid_mix_cpu.grid_mix_cpu_supported` holds and
+    the C kernels are built, ``"cpu"`` where only the former holds, else ``"reference"``."""
+    if not grid_mix_cpu_supported(torch.empty(0, device=device)):
+        return "reference"
+    return "native" if native_forms_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -422,6 +446,48 @@ def _grid_cpu_linear_memory(a: Architecture, s: ImageBatch) -> float:
     return a.dtype_bytes * (_image_base_memory(a, s) + states)
 
 
+def _native_summed_macs(a: Architecture, s: ImageBatch) -> float:
+    """Multiply-adds of the native summed form per image and head: the gating sweep and the
+    contraction, with an elementwise pass over the matrix."""
+    n = s.tokens
+    return n * n * (NATIVE_GATING_MACS + a.qk_head + a.v_head + ELEMENTWISE)
+
+
+def _grid_native_quadratic_terms(a: Architecture, s: ImageBatch) -> Terms:
+    mixer = a.depth * s.batch * a.heads * _native_summed_macs(a, s)
+    return {"call": 1.0, "dense": _dense_macs(a, s), "mixer": mixer}
+
+
+def _grid_native_quadratic_memory(a: Architecture, s: ImageBatch) -> float:
+    gating = s.batch * a.heads * NATIVE_SUMMED_ELEMENTS * s.tokens * s.tokens
+    return a.dtype_bytes * (_image_base_memory(a, s) + gating)
+
+
+def _native_small(s: ImageBatch) -> bool:
+    return s.tokens <= NATIVE_SMALL_GRID
+
+
+def _grid_native_linear_terms(a: Architecture, s: ImageBatch) -> Terms:
+    """The native summed form up to ``NATIVE_SMALL_GRID`` tokens, else the recurrent kernel;
+    both count their mixer multiply-adds as ``work`` (one fitted constant)."""
+    if _native_small(s):
+        mixer = _native_summed_macs(a, s)
+    else:
+        mixer = ORIENTATIONS * s.tokens * a.qk_head * a.v_head * NATIVE_RECURRENT_MACS
+    return {"call": 1.0, "work": _dense_macs(a, s) + a.depth * s.batch * a.heads * mixer}
+
+
+def _grid_native_linear_memory(a: Architecture, s: ImageBatch) -> float:
+    if _native_small(s):
+        return _grid_native_quadratic_memory(a, s)
+    # per token and head: the four orientations' outputs and their sum (V each), the gates (six
+    # per orientation); per thread one column of cell states (at most one per sweep)
+    per_token = a.heads * ((ORIENTATIONS + 1) * a.v_head + 6 * ORIENTATIONS)
+    threads = min(_problems(a, s), os.cpu_count() or 1)
+    states = threads * (s.y + 1) * a.qk_head * a.v_head
+    return a.dtype_bytes * (_image_base_memory(a, s) + s.batch * s.tokens * per_token + states)
+
+
 def _attention_terms(a: Architecture, s: ImageBatch) -> Terms:
     n = s.tokens
     return {
@@ -528,12 +594,21 @@ CPU_GRID_FORMULAS: dict[str, PathFormula] = {
 """The pLSTM 2D paths served by the CPU forms (``grid_forms="cpu"``; ONNX keeps the
 reference)."""
 
+NATIVE_GRID_FORMULAS: dict[str, PathFormula] = {
+    "parallel": PathFormula(_grid_native_quadratic_terms, _grid_native_quadratic_memory),
+    "chunkwise": PathFormula(_grid_native_linear_terms, _grid_native_linear_memory),
+    "recurrent": PathFormula(_grid_native_linear_terms, _grid_native_linear_memory),
+}
+"""The pLSTM 2D paths served by the CPU forms' C kernels (``grid_forms="native"``)."""
+
 
 def formula(family: str, path: str, grid_forms: str = "reference") -> PathFormula:
     """The formula of ``path`` for ``family`` whose grid layers run ``grid_forms``; ValueError
     when there is none."""
     if family == "plstm_vision" and grid_forms == "cpu" and path in CPU_GRID_FORMULAS:
         return CPU_GRID_FORMULAS[path]
+    if family == "plstm_vision" and grid_forms == "native" and path in NATIVE_GRID_FORMULAS:
+        return NATIVE_GRID_FORMULAS[path]
     found = FORMULAS.get((family, path))
     if found is None:
         raise ValueError(f"no cost formula for path {path!r} of a {family} model")

@@ -85,10 +85,13 @@ class PLSTMGridLayer(nn.Module):
       O(B·H·N²·(K+V)) time for the contraction plus four gating constructions, O(B·H·N²) memory.
 
     On the CPU (:mod:`plstm_core.ops.grid_mix_cpu`) "parallel" and "fused" build the summed
-    gating matrix directly (:mod:`plstm_core.ops.grid_mix_summed`, quadratic in X·Y) and
-    "recurrent" and "chunkwise" run the chunkwise form over 4×4 tiles of all four orientations
-    in one wavefront (:mod:`plstm_core.ops.grid_mix_tiles`, linear in X·Y; grids of at most
-    1600 tokens take the summed form, faster there); the results are the same.
+    gating matrix directly (:mod:`plstm_core.ops.grid_mix_summed`, quadratic in X·Y; without
+    autograd by a C kernel, :mod:`plstm_core.ops.grid_gating_native`); "recurrent" and
+    "chunkwise" run, without autograd, the recurrent form in a C kernel
+    (:mod:`plstm_core.ops.grid_recurrent_native`), with autograd the chunkwise form over 4×4
+    tiles of all four orientations in one wavefront (:mod:`plstm_core.ops.grid_mix_tiles`);
+    both linear in X·Y (small grids take the summed form, faster there). The results are the
+    same.
     ``PLSTM_FUSED_LAYER=0`` restores the forms above on every device.
 
     Initialisation (paper Table 4): gate weights zero, Source bias −4, Mark bias −4, Direct

@@ -35,6 +35,10 @@ padded nodes are never reached and are cut off before the contraction.
 Cost with N = X·Y, N2 = X2·Y (mode D: N2 = N), P = B·H: time O(P·(N2²·Y + N²·(K + V))) for
 modes P / U, O(P·N²·(K + V)) for mode D; memory O(P·N2²) (G itself, one matrix per grid,
 and the scores; both in reused buffers when no gradient is recorded, see ``workspace``).
+
+Without autograd (float32 / float64), steps 1-3 are replaced by the C kernel of
+:mod:`plstm_core.ops.grid_gating_native` (one sweep per orientation, O(P·N²), no padding),
+which builds the same G without the few hundred small tensor operations of steps 1-3.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from plstm_core.ops.grid_gating_native import native_gating_available, native_summed_gating
 from plstm_core.ops.grid_mix import GridMixLayout
 from plstm_core.ops.grid_mix_gates import GridGates, grid_gates, write_into
 from plstm_core.ops.workspace import cached_constant, scratch
@@ -279,11 +284,17 @@ def grid_mix_summed(z: torch.Tensor, layout: GridMixLayout) -> torch.Tensor:
     B, X, Y, _ = z.shape
     H, K, V = layout.num_heads, layout.qk_head_dim, layout.v_head_dim
     dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    merged = layout.mode != "D"
-    X2 = padded_columns(X) if merged else X
-    g, direct = grid_gates(z, layout, dtype, X2, x_frames=merged)
     N = X * Y
-    G = summed_gating(g, direct, layout.mode)[:, :X, :, :X].unflatten(0, (B, H))
+    if native_gating_available(dtype, z.device):
+        g, direct = grid_gates(z, layout, dtype, X)
+        G = scratch("gating", (B * H, N, N), g.packed)
+        native_summed_gating(g.packed.contiguous(), direct.reshape(B * H, X, Y).contiguous(), G)
+        G = G.view(B, H, X, Y, X, Y)
+    else:
+        merged = layout.mode != "D"
+        X2 = padded_columns(X) if merged else X
+        g, direct = grid_gates(z, layout, dtype, X2, x_frames=merged)
+        G = summed_gating(g, direct, layout.mode)[:, :X, :, :X].unflatten(0, (B, H))
     zc = z.to(dtype)
 
     def heads(start: int, width: int) -> torch.Tensor:  # [B,H,N,width]

@@ -78,12 +78,14 @@ def _target(target: str | None, entry: ModelEntry, count: int) -> int | None:
     )
 
 
-def _path(entry: ModelEntry, path: str, tokens: int, settings: Settings) -> str:
+def _path(entry: ModelEntry, path: str, tokens: int) -> str:
     """The explicit torch path for ``path``: ``auto`` is chunkwise for images of more than
-    ``auto_chunkwise_tokens`` patches (where the model has it), else parallel; never onnx."""
+    :func:`~app.serving.backends.auto_chunkwise_limit` patches (with autograd; where the model
+    has it), else parallel; never onnx."""
     if path != "auto":
         return resolve_path(entry, path, tokens, status=422, field="path")
-    if "chunkwise" in backends.model_paths(entry) and tokens > settings.auto_chunkwise_tokens:
+    limit = backends.auto_chunkwise_limit(entry.device, autograd=True)
+    if "chunkwise" in backends.model_paths(entry) and tokens > limit:
         return "chunkwise"
     return "parallel"
 
@@ -177,7 +179,7 @@ async def explain_route(
                 request, runtime, settings, index, path, resize, steps, start
             )
         molecule = await _read_molecule(request, settings)
-        chosen = _path(entry, path, molecule.graph.num_nodes, settings)
+        chosen = _path(entry, path, molecule.graph.num_nodes)
         item = ExplainRequest(molecule.graph, chosen, steps, index)
         explained = await explain(request.app.state.explainers, runtime, item)
     return await anyio.to_thread.run_sync(
@@ -207,7 +209,7 @@ async def _explain_image(
             f"{settings.max_explain_patches} patches per explanation: use resize=model or "
             "fewer steps",
         )
-    chosen = _path(entry, path, tokens, settings)
+    chosen = _path(entry, path, tokens)
     item = ExplainRequest(prepared.tensor, chosen, steps, index)
     explained = await explain(request.app.state.explainers, runtime, item)
     count = int(entry.config["num_classes"])

@@ -29,7 +29,7 @@ def test_defaults() -> None:
     assert (s.max_batch_size, s.max_delay_ms, s.max_queue_size) == (32, 0.0, 256)
     assert s.request_timeout_s == 30.0 and s.max_body_bytes == 16 * 1024 * 1024
     assert s.max_image_pixels == 4096 * 4096 and s.max_atoms == 500
-    assert s.max_graphs_per_request == 64 and s.auto_chunkwise_tokens == 3072
+    assert s.max_graphs_per_request == 64 and s.auto_chunkwise_tokens is None
     assert s.api_key is None and s.onnx is False and s.warmup is True and s.log_level == "info"
     assert s.torch_threads == 0
 

@@ -85,7 +85,7 @@ IMAGE_CASES = [
     for path in paths
     for size in (ImageBatch(3, 8, 8), ImageBatch(1, 6, 10), ImageBatch(1, 20, 20))
 ] + [
-    # over SMALL_GRID tokens: the CPU forms' tiled wavefront
+    # over SMALL_GRID tokens: the recurrent C kernel (or, without it, the tiled wavefront)
     ("plstm_vis_t", path, ImageBatch(1, 41, 41))
     for path in ("recurrent", "chunkwise")
 ]

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.core.settings import Settings
+from app.core.settings import Settings, get_settings
 from app.main import create_app
-from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch
+from app.serving.cost_formulas import Architecture, GraphBatch, ImageBatch, grid_forms_on
 from app.serving.cost_limits import CostLimitExceeded, check_tokens, choose_path
 from app.serving.cost_profile import CostProfile
 from app.serving.repository import READY, ModelEntry
@@ -28,6 +29,9 @@ SHIPPED = ROOT / "model_repository"
 ARROW = SHIPPED / "arrow-pointing" / "1"
 GIB = 2**30
 PATHS = ("parallel", "recurrent", "chunkwise")
+FORMS = grid_forms_on(torch.device("cpu"))
+"""The CPU forms' implementation the server's cost model describes here: "native" with the C
+kernels built (a C compiler on the machine), else "cpu"."""
 
 
 def _arrow_entry(
@@ -130,9 +134,15 @@ def _parallel_three_times_chunkwise(timed_tokens: int) -> ModelEntry:
     ids=["timed-at-that-size", "extrapolated"],
 )
 def test_auto_leaves_the_usual_path_only_on_predictions_within_the_timed_sizes(
-    timed_tokens: int, expected: str
+    timed_tokens: int, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _choose(_parallel_three_times_chunkwise(timed_tokens), "auto", 48) == expected
+    # the usual choice at 48x48 patches is parallel (whichever CPU forms this machine has)
+    monkeypatch.setenv("PLSTM_AUTO_CHUNKWISE_TOKENS", "3072")
+    get_settings.cache_clear()
+    try:
+        assert _choose(_parallel_three_times_chunkwise(timed_tokens), "auto", 48) == expected
+    finally:
+        get_settings.cache_clear()
 
 
 def test_the_timed_sizes_travel_with_the_profile() -> None:
@@ -250,9 +260,11 @@ def test_reproducer_768px_white_png_native_parallel(client: TestClient) -> None:
         headers={"content-type": "image/png"},
     )
     message = _refused(response, started)
-    # the summed gating matrix of the CPU form: 3 heads x 9216² entries x 4.5 x 4 bytes
-    assert re.match(r"image of 96x96 patches needs ~4\.\d+ GB on path parallel, over", message)
-    assert message.endswith("use resize=model")  # chunkwise needs ~1 GB, over 16 MB too
+    # the summed gating matrix: 3 heads x 9216² entries x 4 bytes x 2 (native: G and the
+    # scores) or x 4.5 (PyTorch form: padded, with the merge temporaries)
+    gb = {"native": 2, "cpu": 4}[FORMS]
+    assert re.match(rf"image of 96x96 patches needs ~{gb}\.\d+ GB on path parallel, over", message)
+    assert message.endswith("use resize=model")  # chunkwise is over 16 MB too
     assert _rss() - before < RSS_GROWTH_BYTES
 
 
@@ -295,7 +307,8 @@ def test_reproducer_large_tensor_through_v2_infer(client: TestClient) -> None:
         headers={"content-type": "application/json"},
     )
     message = _refused(response, started)
-    assert message.startswith("image of 24x24 patches needs ~27.1 MB on path parallel, over the")
+    mb = {"native": "17.6", "cpu": "27.1"}[FORMS]
+    assert message.startswith(f"image of 24x24 patches needs ~{mb} MB on path parallel, over the")
     assert "per-request memory budget of 16 MB (PLSTM_MAX_REQUEST_MEMORY_MB)" in message
     assert message.endswith("use a smaller image")
     assert _rss() - before < RSS_GROWTH_BYTES
