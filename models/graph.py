@@ -16,6 +16,7 @@ from torch import nn
 
 from models.capabilities import ModelCapabilities
 from plstm_core.layers.dag_layer import DAG_METHODS, DagLayerPlan, PLSTMDAGLayer
+from plstm_core.ops.dag_structure import build_line_index
 
 TASKS = ("classification", "regression")
 
@@ -255,9 +256,16 @@ class PLSTMGraph(_GraphModel):
         h = self.node_encoder(x)
         if self.edge_encoder is not None:
             h = h + self.edge_encoder(edge_attr, edge_index, N)
-        # blocks alternate (mode, direction); each pair's DAG work is done once for all blocks
+        # blocks alternate (mode, direction); each pair's DAG work is done once for all blocks.
+        # Reversing every edge reverses every line edge: (e', e) meets at target(e') =
+        # source(e), so in the reversed DAG (e, e') does.
         directions = (edge_index, edge_index.flip(0))
-        plans = [block.mixer.prepare(directions[i], N) for i, block in enumerate(self.blocks[:2])]
+        line_index = build_line_index(edge_index, num_nodes=N)
+        lines = (line_index, line_index.flip(0))
+        plans = [
+            block.mixer.prepare(directions[i], N, lines[i])
+            for i, block in enumerate(self.blocks[:2])
+        ]
         for i, block in enumerate(self.blocks):
             h = block(h, directions[i % 2], plans[i % 2])
         return mean_pool(self.norm(h), batch, num_graphs)

@@ -26,6 +26,9 @@ disjoint union of graphs). They follow the cost notes of the ops:
   in log depth: O(P·N2²·Y) time, O(P·N2²) memory; ``chunkwise`` works on c×c blocks:
   O(P·N·c²·(K+V)) time in nx+ny−1 sequential steps, memory linear in N; ``recurrent`` walks
   the X+Y−1 anti-diagonals: O(P·N·K·V) time, memory of one diagonal's cell states.
+- pLSTM DAG with the C kernel (``grid_forms="native"``: the CPU without autograd): either path
+  runs the recurrent form of ``plstm_core/ops/dag_native.py``, every edge's state once:
+  O(H·(2E + L)·K·V) time, the states of the edges of one head per thread in memory.
 - pLSTM DAG (``plstm_core/ops/dag.py``): ``parallel`` pads every component to the largest
   (Nmax nodes, Emax edges) and squares the line-graph transfer J = ⌈log2(Nmax+1)⌉ times:
   O(G·H·(J·Emax²·(Emax+Nmax) + Nmax²·(Emax+K+V))) time, O(G·H·(J·Emax·(Emax+Nmax) + Nmax²))
@@ -51,14 +54,10 @@ import torch
 
 from models.molecule_features import MolGraph
 from plstm_core.ops.dag_structure import weakly_connected_components
-from plstm_core.ops.grid_mix_cpu import (
-    NATIVE_SMALL_GRID,
-    SMALL_GRID,
-    grid_mix_cpu_supported,
-    native_forms_available,
-)
+from plstm_core.ops.grid_mix_cpu import NATIVE_SMALL_GRID, SMALL_GRID, grid_mix_cpu_supported
 from plstm_core.ops.grid_mix_summed import padded_columns
 from plstm_core.ops.grid_mix_tiles import TILE
+from plstm_core.ops.native import native_kernels_built
 
 ELEMENTWISE = 16.0
 """Multiply-adds that one elementwise pass over a tensor element costs about as much time as."""
@@ -90,14 +89,16 @@ def grid_forms_on(device: torch.device) -> str:
     the C kernels are built, ``"cpu"`` where only the former holds, else ``"reference"``."""
     if not grid_mix_cpu_supported(torch.empty(0, device=device)):
         return "reference"
-    return "native" if native_forms_available() else "cpu"
+    return "native" if native_kernels_built() else "cpu"
 
 
 @dataclass(frozen=True)
 class Architecture:
     """The sizes of a model that its costs depend on. ``qk_head`` K and ``v_head`` V per
     head; ``stem_widths``: channels of the convolutional stem's stride-2 layers (empty for a
-    linear patch stem); ``dtype_bytes``: bytes per element of the model's tensors."""
+    linear patch stem); ``dtype_bytes``: bytes per element of the model's tensors;
+    ``grid_forms``: what runs the pLSTM layers (:func:`grid_forms_on`; ``"native"`` also
+    means the DAG layers' C kernel)."""
 
     family: str
     dim: int
@@ -556,6 +557,19 @@ def _dag_recurrent_memory(a: Architecture, s: GraphBatch) -> float:
     return a.dtype_bytes * (_graph_base_memory(a, s) + states)
 
 
+def _dag_native_terms(a: Architecture, s: GraphBatch) -> Terms:
+    kv = a.qk_head * a.v_head
+    # per edge its source term and its readout, per line edge one carried state
+    mixer = a.depth * a.heads * (2 * s.edges + s.line_edges) * kv
+    return {"call": 1.0, "work": _node_macs(a, s) + mixer}
+
+
+def _dag_native_memory(a: Architecture, s: GraphBatch) -> float:
+    threads = min(a.heads, os.cpu_count() or 1)
+    states = threads * s.edges * a.qk_head * a.v_head
+    return a.dtype_bytes * (_graph_base_memory(a, s) + states + s.nodes * a.heads * a.v_head)
+
+
 def _gin_terms(a: Architecture, s: GraphBatch) -> Terms:
     d = a.dim
     per_layer = s.nodes * (2 * d * d + ELEMENTWISE * 4 * d) + s.edges * d * (
@@ -601,6 +615,9 @@ NATIVE_GRID_FORMULAS: dict[str, PathFormula] = {
 }
 """The pLSTM 2D paths served by the CPU forms' C kernels (``grid_forms="native"``)."""
 
+NATIVE_DAG_FORMULA = PathFormula(_dag_native_terms, _dag_native_memory)
+"""Both pLSTM DAG paths with the C kernel (``grid_forms="native"``; ONNX keeps its own)."""
+
 
 def formula(family: str, path: str, grid_forms: str = "reference") -> PathFormula:
     """The formula of ``path`` for ``family`` whose grid layers run ``grid_forms``; ValueError
@@ -609,6 +626,8 @@ def formula(family: str, path: str, grid_forms: str = "reference") -> PathFormul
         return CPU_GRID_FORMULAS[path]
     if family == "plstm_vision" and grid_forms == "native" and path in NATIVE_GRID_FORMULAS:
         return NATIVE_GRID_FORMULAS[path]
+    if family == "plstm_graph" and grid_forms == "native" and path in ("parallel", "recurrent"):
+        return NATIVE_DAG_FORMULA
     found = FORMULAS.get((family, path))
     if found is None:
         raise ValueError(f"no cost formula for path {path!r} of a {family} model")

@@ -22,6 +22,12 @@ from plstm_core.layers.grid_layer import (
 from plstm_core.layers.heads import head_dims
 from plstm_core.layers.norm import MultiHeadRMSNorm
 from plstm_core.ops.dag import DagPlan, plstm_dag, prepare_dag
+from plstm_core.ops.dag_native import (
+    NativeDagPlan,
+    native_dag_available,
+    plstm_dag_native,
+    prepare_dag_native,
+)
 from plstm_core.ops.dag_structure import build_line_index
 
 DAG_METHODS = ("parallel", "recurrent")
@@ -31,10 +37,11 @@ DAG_MODES = ("P", "D", "U")
 @dataclass(frozen=True)
 class DagLayerPlan:
     """A DAG batch prepared once for every layer of one mode and method (see
-    :meth:`PLSTMDAGLayer.prepare`): the op's index plan on the layer's line graph."""
+    :meth:`PLSTMDAGLayer.prepare`): the op's index plan on the layer's line graph (for the
+    C kernel, :class:`NativeDagPlan`, when it was prepared without autograd on the CPU)."""
 
     mode: str
-    plan: DagPlan
+    plan: DagPlan | NativeDagPlan
 
 
 class PLSTMDAGLayer(nn.Module):
@@ -58,7 +65,10 @@ class PLSTMDAGLayer(nn.Module):
       ``mode="U"``: every line edge tanh(5·t(x_n)), unconstrained (stability counter-example).
 
     ``method`` (attribute, may be changed): ``"parallel"`` or ``"recurrent"`` of
-    :func:`plstm_core.ops.dag.plstm_dag` (costs documented there).
+    :func:`plstm_core.ops.dag.plstm_dag` (costs documented there). On the CPU without autograd
+    either method runs the recurrent form in a C kernel instead
+    (:mod:`plstm_core.ops.dag_native`; same result, a few operations per layer instead of
+    hundreds).
     Initialisation (paper Table 4): gate weights zero, Source bias −4, Mark bias −4, Direct
     bias −6, Transition bias 1 inside tanh(5·(b + Wx)).
     """
@@ -146,6 +156,8 @@ class PLSTMDAGLayer(nn.Module):
         if line_index is None:
             line_index = build_line_index(edge_index, num_nodes=num_nodes)
         line_index = self.line_graph(edge_index, line_index)
+        if native_dag_available(edge_index.device):
+            return DagLayerPlan(self.mode, prepare_dag_native(edge_index, line_index, num_nodes))
         plan = prepare_dag(edge_index, line_index, num_nodes, method=self.method)
         return DagLayerPlan(self.mode, plan)
 
@@ -203,11 +215,18 @@ class PLSTMDAGLayer(nn.Module):
             plan = self.prepare(edge_index, x.shape[0], line_index)
         elif plan.mode != self.mode:
             raise ValueError(f"plan was prepared for mode {plan.mode!r}, layer is {self.mode!r}")
+        native = isinstance(plan.plan, NativeDagPlan)
+        if native and not native_dag_available(x.device):  # e.g. prepared without autograd
+            plan = self.prepare(edge_index, x.shape[0], plan.plan.line_index)
+            native = isinstance(plan.plan, NativeDagPlan)
         N, H = x.shape[0], self.num_heads
         q = self.q_proj(x).reshape(N, H, self.qk_head_dim)
         k = self.k_proj(x).reshape(N, H, self.qk_head_dim) * self.qk_head_dim**-0.5
         v = self.v_proj(x).reshape(N, H, self.v_head_dim)
         g = self.gates(x, edge_index, plan.plan.line_index, pruned=True)
+        if native:
+            gates = (g["source"], g["transition"], g["mark"], g["direct"])
+            return plstm_dag_native(q, k, v, *gates, plan.plan)
         return plstm_dag(
             q,
             k,

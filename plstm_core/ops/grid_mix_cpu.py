@@ -36,7 +36,6 @@ from plstm_core.ops.grid_recurrent_native import (
     grid_mix_recurrent_native,
     native_recurrent_available,
 )
-from plstm_core.ops.native import native_library
 
 QUADRATIC_METHODS = ("parallel", "fused")
 LINEAR_METHODS = ("recurrent", "chunkwise")
@@ -44,8 +43,6 @@ SMALL_GRID = 1600
 """Tokens (40×40) up to which the linear methods take the summed form when the tiles would
 serve them: on a 2-core EPYC it is faster than the tiled wavefront up to about 40×40 tokens for
 mode D, 36×36 for mode P (``docs/benchmarks/vision_cpu.md``)."""
-NATIVE_KERNELS = ("grid_gating", "grid_recurrent")
-"""The C kernels (``csrc/<name>.c``) that serve calls without autograd."""
 NATIVE_SMALL_GRID = 1024
 """Tokens (32×32) up to which the linear methods take the summed form when the recurrent C
 kernel would serve them: on a 2-core EPYC the two are even at about 32×32 tokens
@@ -60,12 +57,6 @@ def grid_mix_cpu_supported(z: torch.Tensor) -> bool:
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
     return os.environ.get("PLSTM_FUSED_LAYER") != "0"
-
-
-def native_forms_available() -> bool:
-    """Whether the C kernels of the CPU forms are built (then calls without autograd use
-    them; see :mod:`plstm_core.ops.native`)."""
-    return all(native_library(name) is not None for name in NATIVE_KERNELS)
 
 
 def grid_mix_cpu(z: torch.Tensor, layout: GridMixLayout, method: str) -> torch.Tensor:

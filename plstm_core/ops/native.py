@@ -36,6 +36,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).with_name("csrc")
+KERNELS = ("grid_gating", "grid_recurrent", "dag_recurrent")
+"""The kernels (``csrc/<name>.c``): the grid layer's summed gating matrix and recurrent form,
+the DAG layer's recurrent form."""
 CFLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread")
 VECTOR_FLAGS = {"avx2": "-mavx2"}
 """CPU features (``/proc/cpuinfo`` flags) → the compiler flag that lets the kernels use them;
@@ -49,6 +52,12 @@ def native_library(name: str) -> ctypes.CDLL | None:
     if os.environ.get("PLSTM_NATIVE_KERNELS") == "0":
         return None
     return _load(name)
+
+
+def native_kernels_built() -> bool:
+    """Whether every kernel of :data:`KERNELS` is available (then the CPU forms use them for
+    calls without autograd)."""
+    return all(native_library(name) is not None for name in KERNELS)
 
 
 def _compiler() -> str | None:

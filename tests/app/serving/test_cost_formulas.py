@@ -123,8 +123,9 @@ def test_graph_memory_prediction(name: str, path: str, nodes: tuple[int, ...]) -
     graphs = [_molecule(n, seed) for seed, n in enumerate(nodes)]
     x, edge_index, edge_attr, batch = batch_graphs(graphs)
     measured = _peak(lambda: model(x, edge_index, batch, len(graphs), edge_attr))
-    arch = Architecture.from_config(family, model.config)
-    predicted = formula(family, path).memory(arch, GraphBatch.of(graphs))
+    forms = grid_forms_on(torch.device("cpu"))
+    arch = Architecture.from_config(family, model.config, grid_forms=forms)
+    predicted = formula(family, path, forms).memory(arch, GraphBatch.of(graphs))
     assert 1 / MEMORY_FACTOR <= predicted / measured <= MEMORY_FACTOR, (predicted, measured)
 
 
