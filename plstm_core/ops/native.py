@@ -1,5 +1,5 @@
-"""Small C kernels of the CPU forms (``plstm_core/ops/csrc/*.c``), compiled on first use with
-the machine's C compiler and loaded with ctypes.
+"""Small C kernels of the CPU forms (``plstm_core/ops/csrc/*.c``, sharing ``csrc/*.h``),
+compiled on first use with the machine's C compiler and loaded with ctypes.
 
 A kernel replaces a chain of many small tensor operations whose dispatch, not arithmetic, is
 the cost on the CPU (see :mod:`plstm_core.ops.grid_gating_native`). It is plain C11 (no
@@ -113,6 +113,8 @@ def _load(name: str) -> ctypes.CDLL | None:
         return None
     flags = compiler_flags()
     digest = hashlib.sha256(source.read_bytes())
+    for header in sorted(SOURCES.glob("*.h")):  # the headers it may include
+        digest.update(header.read_bytes())
     digest.update("\0".join((compiler, *flags, platform.machine())).encode())
     library = cache_directory() / f"{name}-{digest.hexdigest()[:16]}.so"
     try:

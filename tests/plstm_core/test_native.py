@@ -48,17 +48,19 @@ def test_built_kernel_is_reused_by_a_later_process(cache: Path) -> None:
 
 
 @needs_compiler
-def test_changed_source_is_built_under_a_new_name(cache: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("changed", ["grid_recurrent.c", "threads.h"])
+def test_changed_source_or_header_is_built_under_a_new_name(
+    changed: str, cache: Path, tmp_path: Path, monkeypatch
+) -> None:
     sources = tmp_path / "csrc"
-    sources.mkdir()
-    original = (native.SOURCES / "grid_gating.c").read_text()
-    (sources / "grid_gating.c").write_text(original)
+    shutil.copytree(native.SOURCES, sources)
     monkeypatch.setattr(native, "SOURCES", sources)
-    native.native_library("grid_gating")
-    (sources / "grid_gating.c").write_text(original + "\n/* changed */\n")
+    native.native_library("grid_recurrent")
+    with (sources / changed).open("a") as file:
+        file.write("\n/* changed */\n")
     native._load.cache_clear()
-    native.native_library("grid_gating")
-    assert len(list(cache.glob("grid_gating-*.so"))) == 2
+    assert native.native_library("grid_recurrent") is not None
+    assert len(list(cache.glob("grid_recurrent-*.so"))) == 2
 
 
 def test_disabled_kernels_are_never_built(cache: Path, monkeypatch) -> None:

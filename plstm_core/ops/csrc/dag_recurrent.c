@@ -11,9 +11,10 @@
  * O(threads * E * K * V) memory for the states. Indices are int64; q, k, v are [N][H][K|V]
  * (k already scaled), source and mark [E][H], transition [L][H], direct [N][H], h [N][H][V]. */
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "threads.h"
 
 enum { DAG_OK = 0, DAG_RANGE = 1, DAG_CYCLE = 2, DAG_MEMORY = 3 };
 
@@ -157,29 +158,14 @@ int dag_plan(long N, long E, long L, const long *src, const long *dst, const lon
              const T *q, const T *k, const T *v, const T *s, const T *t, const T *m,          \
              const T *d, T *h, int threads)                                                   \
     {                                                                                         \
-        if (threads < 1)                                                                      \
-            threads = 1;                                                                      \
-        if (threads > H)                                                                      \
-            threads = (int)H;                                                                 \
-        if (threads > 64)                                                                     \
-            threads = 64;                                                                     \
-        NAME##_job jobs[64];                                                                  \
-        pthread_t ids[64];                                                                    \
+        threads = threads < 1 ? 1 : (threads > H ? (int)H : threads);                         \
+        threads = threads > MAX_THREADS ? MAX_THREADS : threads;                              \
+        NAME##_job jobs[MAX_THREADS];                                                         \
         for (int w = 0; w < threads; ++w)                                                     \
             jobs[w] = (NAME##_job){N, E, H, K, V, src, dst, order, offsets, lines, line_in,   \
                                    q, k, v, s, t, m, d, h, w, threads, 0};                    \
-        int started = 0;                                                                      \
-        for (int w = 1; w < threads; ++w) {                                                   \
-            if (pthread_create(&ids[w], NULL, NAME##_worker, &jobs[w]) != 0)                  \
-                break;                                                                        \
-            started = w;                                                                      \
-        }                                                                                     \
-        for (int w = started + 1; w < threads; ++w)                                           \
-            NAME##_worker(&jobs[w]);                                                          \
-        NAME##_worker(&jobs[0]);                                                              \
+        run_threads(NAME##_worker, jobs, sizeof(NAME##_job), threads);                        \
         int failed = 0;                                                                       \
-        for (int w = 1; w <= started; ++w)                                                    \
-            pthread_join(ids[w], NULL);                                                       \
         for (int w = 0; w < threads; ++w)                                                     \
             failed |= jobs[w].failed;                                                         \
         return failed;                                                                        \

@@ -23,9 +23,10 @@
  * Cost: time O(B*H*4*X*Y*K*V) (about 10 flops per state entry and node), memory
  * O(threads*Y*K*V) beside the output: linear in the number of nodes. */
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "threads.h"
 
 #define DEFINE_GRID_RECURRENT(NAME, T)                                                        \
     typedef struct {                                                                          \
@@ -105,32 +106,16 @@
              int threads)                                                                     \
     {                                                                                         \
         const long units = B * H * 4;                                                         \
-        if (threads < 1)                                                                      \
-            threads = 1;                                                                      \
-        if (threads > units)                                                                  \
-            threads = (int)units;                                                             \
-        NAME##_job jobs[64];                                                                  \
-        pthread_t ids[64];                                                                    \
-        if (threads > 64)                                                                     \
-            threads = 64;                                                                     \
-        int started = 0, failed = 0;                                                          \
-        for (int t = 0; t < threads; ++t) {                                                   \
-            jobs[t] = (NAME##_job){B, X, Y, H, K, V, F, q_off, k_off, v_off, key_scale,       \
-                                   z, packed, direct, out, t, threads, units, 0};             \
-        }                                                                                     \
-        for (int t = 1; t < threads; ++t) {                                                   \
-            if (pthread_create(&ids[t], NULL, NAME##_worker, &jobs[t]) != 0)                  \
-                break;                                                                        \
-            started = t;                                                                      \
-        }                                                                                     \
-        /* units of threads that could not start run here */                                  \
-        for (int t = started + 1; t < threads; ++t)                                           \
-            NAME##_worker(&jobs[t]);                                                          \
-        NAME##_worker(&jobs[0]);                                                              \
-        for (int t = 1; t <= started; ++t)                                                    \
-            pthread_join(ids[t], NULL);                                                       \
-        for (int t = 0; t < threads; ++t)                                                     \
-            failed |= jobs[t].failed;                                                         \
+        threads = threads < 1 ? 1 : (threads > units ? (int)units : threads);                 \
+        threads = threads > MAX_THREADS ? MAX_THREADS : threads;                              \
+        NAME##_job jobs[MAX_THREADS];                                                         \
+        for (int w = 0; w < threads; ++w)                                                     \
+            jobs[w] = (NAME##_job){B, X, Y, H, K, V, F, q_off, k_off, v_off, key_scale,       \
+                                   z, packed, direct, out, w, threads, units, 0};             \
+        run_threads(NAME##_worker, jobs, sizeof(NAME##_job), threads);                        \
+        int failed = 0;                                                                       \
+        for (int w = 0; w < threads; ++w)                                                     \
+            failed |= jobs[w].failed;                                                         \
         return failed;                                                                        \
     }
 
