@@ -202,7 +202,7 @@ def cpu_report(args: argparse.Namespace) -> tuple[dict, str]:
     sizes = [96, 192, 384] + ([768] if args.large else [])
     started = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}
     result = {"device": "cpu", "threads": args.threads, "machine": _machine()}
-    result["command"] = " ".join(["python", *sys.argv])
+    result["command"] = " ".join(["python -m bench.bench_vision", *sys.argv[1:]])
     result.update(cpu_rows(args, sizes))
     result["started"] = started
     result["finished"] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()}

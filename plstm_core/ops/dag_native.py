@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from plstm_core.ops.dag_structure import check_dag_indices
-from plstm_core.ops.native import native_library
+from plstm_core.ops.native import native_function
 from plstm_core.ops.validation import compute_dtype, output_dtype
 
 _FUNCTIONS = {torch.float32: "dag_recurrent_f32", torch.float64: "dag_recurrent_f64"}
@@ -48,16 +48,13 @@ class NativeDagPlan:
     lines: torch.Tensor
 
 
-def _library():
-    library = native_library("dag_recurrent")
-    if library is not None and library.dag_plan.argtypes is None:
-        library.dag_plan.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * 8
-        library.dag_plan.restype = ctypes.c_int
-        for name in _FUNCTIONS.values():
-            function = getattr(library, name)
-            function.argtypes = [ctypes.c_long] * 5 + [ctypes.c_void_p] * 14 + [ctypes.c_int]
-            function.restype = ctypes.c_int
-    return library
+def _plan_function():
+    return native_function("dag_recurrent", "dag_plan", [ctypes.c_long] * 3 + [ctypes.c_void_p] * 8)
+
+
+def _kernel(dtype: torch.dtype):
+    argtypes = [ctypes.c_long] * 5 + [ctypes.c_void_p] * 14 + [ctypes.c_int]
+    return native_function("dag_recurrent", _FUNCTIONS[dtype], argtypes)
 
 
 def native_dag_available(device: torch.device) -> bool:
@@ -68,7 +65,7 @@ def native_dag_available(device: torch.device) -> bool:
         return False
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
-    return _library() is not None
+    return _plan_function() is not None
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -81,8 +78,8 @@ def prepare_dag_native(
     """Validate a batch of DAGs (``ValueError`` as :func:`plstm_core.ops.dag.prepare_dag`) and
     order its edges for :func:`plstm_dag_native`. O(N + E + L)."""
     check_dag_indices(edge_index, line_index, num_nodes)
-    library = _library()
-    if library is None:
+    dag_plan = _plan_function()
+    if dag_plan is None:
         raise RuntimeError("the native DAG kernel is not available")
     edges = edge_index.contiguous()
     lines_in, lines_out = line_index[0].contiguous(), line_index[1].contiguous()
@@ -91,7 +88,7 @@ def prepare_dag_native(
     offsets = torch.empty(E + 1, dtype=torch.long)
     lines = torch.empty(L, dtype=torch.long)
     bad = torch.zeros(2, dtype=torch.long)
-    status = library.dag_plan(
+    status = dag_plan(
         num_nodes, E, L, _ptr(edges[0]), _ptr(edges[1]), _ptr(lines_in), _ptr(lines_out),
         _ptr(order), _ptr(offsets), _ptr(lines), _ptr(bad),
     )  # fmt: skip
@@ -139,16 +136,16 @@ def plstm_dag_native(
             raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
     if plan.num_nodes != N:
         raise ValueError(f"plan was prepared for {plan.num_nodes} nodes, got {N}")
-    library = _library()
-    if library is None or torch.is_grad_enabled():
-        raise RuntimeError("the native DAG kernel serves CPU calls without autograd only")
     inputs = (q, k, v, source, transition, mark, direct)
     dtype = compute_dtype(*inputs)
+    kernel = _kernel(dtype)
+    if kernel is None or torch.is_grad_enabled():
+        raise RuntimeError("the native DAG kernel serves CPU calls without autograd only")
     q_, k_, v_, s_, t_, m_, d_ = (x.to(dtype).contiguous() for x in inputs)
     h = q_.new_empty(N, H, V)
     # named, so that every array lives until the kernel returns
     edges, line_in = plan.edge_index.contiguous(), plan.line_index[0].contiguous()
-    failed = getattr(library, _FUNCTIONS[dtype])(
+    failed = kernel(
         N, E, H, K, V, _ptr(edges[0]), _ptr(edges[1]), _ptr(plan.order), _ptr(plan.offsets),
         _ptr(plan.lines), _ptr(line_in),
         _ptr(q_), _ptr(k_), _ptr(v_), _ptr(s_), _ptr(t_), _ptr(m_), _ptr(d_), _ptr(h),

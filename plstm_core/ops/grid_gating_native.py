@@ -19,20 +19,16 @@ import ctypes
 
 import torch
 
-from plstm_core.ops.native import native_library
+from plstm_core.ops.native import native_function
 
 _FUNCTIONS = {torch.float32: "summed_gating_f32", torch.float64: "summed_gating_f64"}
 
 
 def _kernel(dtype: torch.dtype):
-    library = native_library("grid_gating")
-    if library is None or dtype not in _FUNCTIONS:
+    if dtype not in _FUNCTIONS:
         return None
-    function = getattr(library, _FUNCTIONS[dtype])
-    if function.argtypes is None:
-        function.argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * 3
-        function.restype = ctypes.c_int
-    return function
+    argtypes = [ctypes.c_long] * 3 + [ctypes.c_void_p] * 3
+    return native_function("grid_gating", _FUNCTIONS[dtype], argtypes)
 
 
 def native_gating_available(dtype: torch.dtype, device: torch.device) -> bool:

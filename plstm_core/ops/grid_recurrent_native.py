@@ -22,28 +22,24 @@ import torch
 
 from plstm_core.ops.grid_mix import GridMixLayout, check_projection
 from plstm_core.ops.grid_mix_gates import grid_gates
-from plstm_core.ops.native import native_library
+from plstm_core.ops.native import native_function
 
 _FUNCTIONS = {torch.float32: "grid_recurrent_f32", torch.float64: "grid_recurrent_f64"}
 _SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 
 def _kernel(dtype: torch.dtype):
-    library = native_library("grid_recurrent")
-    if library is None or dtype not in _FUNCTIONS:
+    if dtype not in _FUNCTIONS:
         return None
-    function = getattr(library, _FUNCTIONS[dtype])
-    if function.argtypes is None:
-        function.argtypes = (
-            [ctypes.c_long] * 6
-            + [ctypes.c_void_p]
-            + [ctypes.c_long] * 4
-            + [_SCALARS[dtype]]
-            + [ctypes.c_void_p] * 3
-            + [ctypes.c_int]
-        )
-        function.restype = ctypes.c_int
-    return function
+    argtypes = (
+        [ctypes.c_long] * 6
+        + [ctypes.c_void_p]
+        + [ctypes.c_long] * 4
+        + [_SCALARS[dtype]]
+        + [ctypes.c_void_p] * 3
+        + [ctypes.c_int]
+    )
+    return native_function("grid_recurrent", _FUNCTIONS[dtype], argtypes)
 
 
 def native_recurrent_available(dtype: torch.dtype, device: torch.device) -> bool:

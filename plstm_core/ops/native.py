@@ -54,6 +54,18 @@ def native_library(name: str) -> ctypes.CDLL | None:
     return _load(name)
 
 
+def native_function(library: str, function: str, argtypes: list) -> ctypes._CFuncPtr | None:
+    """``function`` of the kernel ``library`` with its argument types set (an ``int`` result),
+    or None where :func:`native_library` gives none."""
+    loaded = native_library(library)
+    if loaded is None:
+        return None
+    bound = getattr(loaded, function)
+    if bound.argtypes is None:
+        bound.argtypes, bound.restype = argtypes, ctypes.c_int
+    return bound
+
+
 def native_kernels_built() -> bool:
     """Whether every kernel of :data:`KERNELS` is available (then the CPU forms use them for
     calls without autograd)."""
@@ -89,18 +101,18 @@ def compiler_flags() -> tuple[str, ...]:
 def cache_directory() -> Path:
     """Where the built libraries are kept (see the module docstring); created, private."""
     named = os.environ.get("PLSTM_NATIVE_CACHE")
-    if named:
-        candidates = [Path(named)]
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        candidates = [Path(base) / "plstm" / "native"]
-    for directory in candidates:
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        directory = Path(named) if named else base / "plstm" / "native"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        return _private_temporary_directory()
+    return directory if os.access(directory, os.W_OK) else _private_temporary_directory()
+
+
+@functools.cache
+def _private_temporary_directory() -> Path:
+    """One fresh private directory per process, for every kernel of it."""
     return Path(tempfile.mkdtemp(prefix="plstm-native-"))
 
 

@@ -90,10 +90,13 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_directory(
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("PLSTM_NATIVE_CACHE", str(blocker / "native"))  # under a file
+    native._private_temporary_directory.cache_clear()
     directory = native.cache_directory()
     assert directory.is_dir() and directory.name.startswith("plstm-native-")
     assert (directory.stat().st_mode & 0o777) == 0o700
+    assert native.cache_directory() == directory  # one per process, for every kernel
     directory.rmdir()
+    native._private_temporary_directory.cache_clear()
 
 
 @pytest.mark.parametrize(
